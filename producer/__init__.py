@@ -1,0 +1,19 @@
+"""smsbulk's client side: the job contract and the enqueue client.
+
+Other applications install and import this package only; it never imports
+``worker``.
+"""
+
+from producer.client import JobExists, NoSuchJob, Producer
+from producer.job import Job, JobRefused, JobStatus, Message, Outcome
+
+__all__ = [
+    "Job",
+    "JobExists",
+    "JobRefused",
+    "JobStatus",
+    "Message",
+    "NoSuchJob",
+    "Outcome",
+    "Producer",
+]

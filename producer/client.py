@@ -1,0 +1,193 @@
+"""The enqueue client other applications use: ``from producer import Producer``."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from itertools import islice
+from typing import Any
+
+import redis
+from celery import Celery
+from pydantic import ValidationError
+
+from producer import keys
+from producer.accounts import AccountInfo, load_accounts
+from producer.job import Job, JobRefused, JobStatus, Outcome, refusal_from
+from producer.store import encode_block, iter_outcomes, now_s, read_status
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+# Creates the job hash only if no job has that id; returns 1 if created.
+_CREATE_JOB = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'spec', ARGV[1], 'state', ARGV[2], 'total', ARGV[3],
+           'created_at', ARGV[4], 'origin', ARGV[5])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[6])
+return 1
+"""
+
+
+class JobExists(Exception):
+    """A job with this id exists already."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job exists: {job_id}")
+        self.job_id = job_id
+
+
+class NoSuchJob(Exception):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no such job: {job_id}")
+        self.job_id = job_id
+
+
+def redis_url_from_env() -> str:
+    return os.environ.get("SMSBULK_REDIS_URL", DEFAULT_REDIS_URL)
+
+
+def validate_job(job: Job | dict[str, Any] | str | bytes, accounts: dict[str, AccountInfo]) -> Job:
+    """Everything that refuses a job whole (INTERFACE.md); raises JobRefused."""
+    try:
+        if isinstance(job, Job):
+            parsed = job
+        elif isinstance(job, str | bytes):
+            parsed = Job.model_validate_json(job)
+        else:
+            parsed = Job.model_validate(job)
+    except ValidationError as error:
+        raise refusal_from(error) from None
+    account = accounts.get(parsed.provider)
+    if account is None:
+        known = ", ".join(sorted(accounts)) or "none"
+        raise JobRefused(
+            [
+                {
+                    "field": "provider",
+                    "msg": f"unknown provider (accounts: {known})",
+                    "type": "unknown",
+                }
+            ]
+        )
+    errors: list[dict[str, Any]] = []
+    if account.is_template:
+        if not parsed.template_id:
+            errors.append(_error("template_id", f"required for {account.kind} account"))
+    elif parsed.text is None:
+        errors.extend(
+            _error(f"messages[{i}].text", "no text: give the message a text or the job a default")
+            for i, message in enumerate(parsed.messages)
+            if message.text is None
+        )
+    if account.needs_sender and not (parsed.sender or account.sender):
+        errors.append(_error("sender", f"required for {account.kind} (in the job or the account)"))
+    if errors:
+        raise JobRefused(errors[:20])
+    return parsed
+
+
+def _error(field: str, msg: str) -> dict[str, Any]:
+    return {"field": field, "msg": msg, "type": "value_error"}
+
+
+def store_job(client: redis.Redis, job: Job, job_id: str, origin: str = "") -> bool:
+    """Write a validated job; False if the id exists (then nothing is written).
+
+    ``origin`` identifies the submission (the Celery task id for
+    ``smsbulk.submit_job``) so that a redelivered submission is recognised.
+    """
+    spec = job.model_dump(mode="json", exclude={"messages", "job_id"})
+    state = "scheduled" if job.schedule_at is not None else "queued"
+    created = client.eval(
+        _CREATE_JOB,
+        2,
+        keys.job(job_id),
+        keys.JOBS_INDEX,
+        json.dumps(spec),
+        state,
+        len(job.messages),
+        repr(now_s()),
+        origin,
+        job_id,
+    )
+    if not created:
+        return False
+    write_blocks(client, job, job_id)
+    return True
+
+
+def write_blocks(client: redis.Redis, job: Job, job_id: str) -> None:
+    pipe = client.pipeline(transaction=False)
+    messages = iter(job.messages)
+    block_no = 0
+    while block := list(islice(messages, keys.BLOCK_SIZE)):
+        pipe.set(keys.block(job_id, block_no), encode_block(block))
+        block_no += 1
+        if block_no % 50 == 0:
+            pipe.execute()
+    pipe.execute()
+
+
+def enqueue_plan(celery: Celery, job_id: str, priority: str) -> None:
+    queue = keys.HIGH_QUEUE if priority == "high" else keys.NORMAL_QUEUE
+    celery.send_task(keys.PLAN_JOB, args=[job_id], queue=queue, argsrepr=f"job_id={job_id}")
+
+
+def broker_app(redis_url: str) -> Celery:
+    """A Celery app used only to publish: the producer never imports worker/."""
+    app = Celery("smsbulk-producer", broker=redis_url, set_as_current=False)
+    app.conf.update(task_serializer="json", accept_content=["json"])
+    return app
+
+
+class Producer:
+    """Submit jobs and read their status and results."""
+
+    def __init__(self, redis_url: str | None = None, config_path: str | None = None) -> None:
+        self.redis_url = redis_url or redis_url_from_env()
+        self.redis = redis.Redis.from_url(self.redis_url)
+        self._config_path = config_path
+        self._celery: Celery | None = None
+
+    @property
+    def celery(self) -> Celery:
+        if self._celery is None:
+            self._celery = broker_app(self.redis_url)
+        return self._celery
+
+    def accounts(self) -> dict[str, AccountInfo]:
+        return load_accounts(self.redis, self._config_path)
+
+    def submit(self, job: Job | dict[str, Any] | str | bytes) -> str:
+        """Validate, store and enqueue a job; returns its id.
+
+        Raises JobRefused (nothing stored) or JobExists.
+        """
+        parsed = validate_job(job, self.accounts())
+        job_id = parsed.job_id or uuid.uuid4().hex
+        if not store_job(self.redis, parsed, job_id):
+            raise JobExists(job_id)
+        enqueue_plan(self.celery, job_id, parsed.priority)
+        return job_id
+
+    def status(self, job_id: str) -> JobStatus:
+        status = read_status(self.redis, job_id)
+        if status is None:
+            raise NoSuchJob(job_id)
+        return status
+
+    def results(self, job_id: str, ref: str | None = None) -> Iterator[Outcome]:
+        self.status(job_id)
+        return iter_outcomes(self.redis, job_id, ref=ref)
+
+    def jobs(self, limit: int = 20) -> list[JobStatus]:
+        ids = self.redis.zrevrange(keys.JOBS_INDEX, 0, max(limit, 1) - 1)
+        statuses = (read_status(self.redis, raw.decode()) for raw in ids)
+        return [status for status in statuses if status is not None]
+
+    def close(self) -> None:
+        self.redis.close()
+        if self._celery is not None:
+            self._celery.close()

@@ -1,0 +1,152 @@
+"""The job contract: what other applications submit and what they get back.
+
+The pydantic models here *are* the schema (``smsbulk schema`` prints the
+job's JSON Schema); INTERFACE.md describes the same fields in prose.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
+
+JOB_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+
+DeliveryPolicy = Literal["at_most_once", "at_least_once"]
+Priority = Literal["high", "normal"]
+OutcomeStatus = Literal[
+    "pending", "accepted", "rejected", "failed", "expired", "cancelled", "unknown"
+]
+FINAL_STATUSES: tuple[OutcomeStatus, ...] = (
+    "accepted",
+    "rejected",
+    "failed",
+    "expired",
+    "cancelled",
+    "unknown",
+)
+JobState = Literal["scheduled", "queued", "running", "paused", "completed", "cancelled"]
+
+NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
+
+
+class Message(BaseModel):
+    """One recipient of a job."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    to: NonEmptyStr = Field(description="Phone number as the client has it; parsed by workers.")
+    text: StrictStr | None = Field(default=None, description="Overrides the job's text.")
+    params: list[StrictStr] | None = Field(
+        default=None, description="Template parameters (template providers)."
+    )
+    ref: StrictStr | None = Field(default=None, description="Client reference, echoed back.")
+
+
+class Job(BaseModel):
+    """A bulk send: one provider account, many messages."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: Annotated[StrictStr, Field(pattern=JOB_ID_PATTERN)] | None = Field(
+        default=None, description="Client-chosen unique id; generated when absent."
+    )
+    provider: NonEmptyStr = Field(description="Account name from the provider configuration.")
+    text: StrictStr | None = Field(default=None, description="Default text of every message.")
+    sender: StrictStr | None = Field(default=None, description="Sender id; else the account's.")
+    template_id: StrictStr | None = Field(default=None, description="For template providers.")
+    schedule_at: AwareDatetime | None = Field(
+        default=None, description="Send no earlier than this (ISO 8601 with zone)."
+    )
+    validity_minutes: Annotated[int, Field(gt=0)] | None = Field(
+        default=None, description="Messages not sent this long after schedule_at expire."
+    )
+    delivery_policy: DeliveryPolicy = "at_most_once"
+    priority: Priority = "normal"
+    callback_url: StrictStr | None = Field(
+        default=None, description="https URL POSTed the job status when it ends."
+    )
+    messages: list[Message] = Field(min_length=1)
+
+    @field_validator("callback_url")
+    @classmethod
+    def _https_only(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+        if not parts.hostname or not (
+            parts.scheme == "https" or (parts.scheme == "http" and local)
+        ):
+            raise ValueError("must be an https URL (http only for localhost)")
+        return value
+
+
+class Outcome(BaseModel):
+    """The fate of one message; one record per message, in the job's order."""
+
+    job_id: str
+    index: int
+    to: str
+    e164: str | None = None
+    ref: str | None = None
+    status: OutcomeStatus = "pending"
+    provider: str
+    provider_message_id: str | None = None
+    segments: int | None = None
+    cost: str | None = None
+    currency: str | None = None
+    error_code: str | None = None
+    error: str | None = None
+    attempts: int = 0
+    updated_at: datetime | None = None
+
+
+class JobStatus(BaseModel):
+    job_id: str
+    provider: str
+    state: JobState
+    total: int
+    counts: dict[str, int]
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class JobRefused(ValueError):
+    """A job refused whole at submission; nothing of it was queued."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{e['field']}: {e['msg']}" for e in errors))
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """('messages', 3, 'to') -> 'messages[3].to'."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def refusal_from(error: ValidationError) -> JobRefused:
+    """pydantic's errors, named by field path, without the input values."""
+    return JobRefused(
+        [
+            {"field": field_path(e["loc"]), "msg": e["msg"], "type": e["type"]}
+            for e in error.errors(include_url=False, include_input=False, include_context=False)
+        ]
+    )
+
+
+def job_schema() -> dict[str, Any]:
+    return Job.model_json_schema()

@@ -1,0 +1,53 @@
+"""Redis key names, queue names and task names: one place for all of them."""
+
+from __future__ import annotations
+
+PREFIX = "smsbulk"
+
+# Celery queues. `smsbulk` is the public ingest queue other applications use;
+# the others are internal. Workers consume high before normal.
+INGEST_QUEUE = "smsbulk"
+HIGH_QUEUE = "smsbulk.high"
+NORMAL_QUEUE = "smsbulk.normal"
+WORKER_QUEUES = (HIGH_QUEUE, INGEST_QUEUE, NORMAL_QUEUE)
+
+# Celery task names (explicit strings, never module paths).
+SUBMIT_JOB = "smsbulk.submit_job"
+PLAN_JOB = "smsbulk.plan_job"
+SEND_CHUNK = "smsbulk.send_chunk"
+
+# Messages are stored in blocks of this many, one Redis string per block, so
+# a job of a million recipients is a thousand compact keys, not a million.
+BLOCK_SIZE = 1000
+
+JOBS_INDEX = f"{PREFIX}:jobs"  # sorted set: job id scored by created_at
+ACCOUNTS = f"{PREFIX}:accounts"  # hash: account name -> "kind\tsender", published by workers
+
+
+def job(job_id: str) -> str:
+    """Hash: the job's settings, state and counters."""
+    return f"{PREFIX}:job:{job_id}"
+
+
+def block(job_id: str, block_no: int) -> str:
+    """String: JSON array of the block's messages (compact tuples)."""
+    return f"{PREFIX}:job:{job_id}:m:{block_no}"
+
+
+def outcomes(job_id: str, block_no: int) -> str:
+    """Hash: message index -> compact outcome, for the block's messages."""
+    return f"{PREFIX}:job:{job_id}:o:{block_no}"
+
+
+def requests(job_id: str, chunk_no: int) -> str:
+    """Hash: request number -> provider request state, for the chunk."""
+    return f"{PREFIX}:job:{job_id}:r:{chunk_no}"
+
+
+def lease(job_id: str, chunk_no: int) -> str:
+    """String: the worker currently sending the chunk (SET NX with expiry)."""
+    return f"{PREFIX}:job:{job_id}:lease:{chunk_no}"
+
+
+def job_pattern(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:*"

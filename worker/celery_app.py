@@ -1,0 +1,119 @@
+"""The Celery app: ``celery -A worker.celery_app worker`` / ``flower``.
+
+Broker settings follow FIELD-NOTES.md: acks late, reject on worker lost,
+prefetch 1, a hard time limit well under the visibility timeout, and the
+visibility timeout equal to ``recovery_s`` so that a killed worker's chunks
+come back within it. JSON only: no pickle ever reaches a worker.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import Celery, signals
+
+from producer import keys
+from producer.accounts import ConfigError, read_config_file
+from producer.client import redis_url_from_env
+from worker.config import SettingsTable, parse_settings
+
+
+def _settings() -> SettingsTable:
+    # Flower and `celery inspect` import this module too; they need only
+    # [settings], so accounts are validated at worker start, not here.
+    path = os.environ.get("SMSBULK_CONFIG")
+    if not path:
+        return SettingsTable()
+    try:
+        return parse_settings(read_config_file(path))
+    except ConfigError:
+        return SettingsTable()
+
+
+SETTINGS = _settings()
+RECOVERY_S = int(SETTINGS.recovery_s)
+TASK_TIME_LIMIT_S = max(RECOVERY_S // 3, 5)
+# Countdowns (retries, schedule steps) plus the run must stay under visibility.
+MAX_COUNTDOWN_S = float(max(RECOVERY_S // 3, 1))
+LEASE_TTL_S = TASK_TIME_LIMIT_S + 10
+
+_transport: dict[str, Any] = {
+    "visibility_timeout": RECOVERY_S,
+    "unacked_restore_throttle": 1,
+    "socket_timeout": 30,
+    "socket_connect_timeout": 5,
+    "health_check_interval": 25,
+    "retry_on_timeout": True,
+    # Poll the queues in the order a worker lists them: high priority first.
+    "queue_order_strategy": "priority",
+}
+
+app = Celery("smsbulk", broker=redis_url_from_env(), include=["worker.tasks"])
+app.conf.update(
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    result_backend=redis_url_from_env(),
+    result_expires=24 * 3600,
+    task_ignore_result=True,
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    task_acks_on_failure_or_timeout=True,
+    worker_prefetch_multiplier=1,
+    task_time_limit=TASK_TIME_LIMIT_S,
+    task_soft_time_limit=TASK_TIME_LIMIT_S - 2,
+    broker_transport_options=_transport,
+    result_backend_transport_options={"visibility_timeout": RECOVERY_S},
+    visibility_timeout=RECOVERY_S,
+    worker_send_task_events=True,
+    task_send_sent_event=True,
+    task_default_queue=keys.NORMAL_QUEUE,
+    task_create_missing_queues=True,
+    worker_hijack_root_logger=False,
+    worker_soft_shutdown_timeout=30,
+    worker_cancel_long_running_tasks_on_connection_loss=True,
+    broker_connection_retry_on_startup=True,
+)
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    # Connecting here stops Celery from configuring logging itself.
+    from worker.logs import configure_logging
+
+    configure_logging()
+
+
+@signals.worker_init.connect
+def _check_config(**_: Any) -> None:
+    """Fail at start-up, naming the key, if the accounts are misconfigured;
+    then publish account names and kinds for producers on other hosts."""
+    import redis
+
+    from producer.accounts import AccountInfo, registry_value
+    from worker.config import load_config
+
+    try:
+        config = load_config()
+    except ConfigError as error:
+        # Celery logs and swallows exceptions from signal handlers; exit instead.
+        raise SystemExit(f"smsbulk: configuration error: {error}") from None
+    client = redis.Redis.from_url(redis_url_from_env())
+    try:
+        client.hset(
+            keys.ACCOUNTS,
+            mapping={
+                name: registry_value(AccountInfo(name, account.kind, account.sender))
+                for name, account in config.accounts.items()
+            },
+        )
+    finally:
+        client.close()
+
+
+@signals.worker_process_shutdown.connect
+def _close_runtime(**_: Any) -> None:
+    from worker.runtime import close_runtime
+
+    close_runtime()

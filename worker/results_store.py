@@ -1,0 +1,191 @@
+"""The workers' side of the Redis store: chunk data, request states, commits.
+
+A chunk's provider requests go pending -> sending (attempt, time) -> done,
+each state in ``job:{id}:r:{chunk}``. Outcomes, the job's counters, the
+request's transition to done and the job's completion are written by one
+Lua script: one round trip, atomic, and fenced by the request's token so a
+worker that lost its chunk cannot overwrite the one that took it over.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from producer import keys
+from producer.job import FINAL_STATUSES
+from producer.store import (
+    STATUS_CODES,
+    StoredMessage,
+    StoredOutcome,
+    block_of,
+    decode_block,
+    decode_outcome,
+    encode_outcome,
+    now_s,
+)
+
+FINAL_CODES = [STATUS_CODES[name] for name in FINAL_STATUSES]
+
+# KEYS: job hash, outcomes hash, requests hash
+# ARGV: request id ('' for none), fencing token, done-state JSON, now,
+#       then triples (index, outcome JSON, status code).
+# Returns the job's state after the commit, or 'fenced' if the request is no
+# longer ours (nothing written).
+_COMMIT = """
+local job, outcomes, requests = KEYS[1], KEYS[2], KEYS[3]
+if ARGV[1] ~= '' then
+  local current = redis.call('HGET', requests, ARGV[1])
+  if not current or not string.find(current, ARGV[2], 1, true) then return 'fenced' end
+  redis.call('HSET', requests, ARGV[1], ARGV[3])
+end
+local final = {}
+for _, code in ipairs(cjson.decode(ARGV[5])) do final[code] = true end
+for i = 6, #ARGV, 3 do
+  local old = redis.call('HGET', outcomes, ARGV[i])
+  local old_code = old and string.sub(old, 3, 3) or 'p'
+  local new_code = ARGV[i + 2]
+  if old_code ~= new_code then
+    if final[old_code] then redis.call('HINCRBY', job, 'n:' .. old_code, -1) end
+    if final[new_code] then redis.call('HINCRBY', job, 'n:' .. new_code, 1) end
+  end
+  redis.call('HSET', outcomes, ARGV[i], ARGV[i + 1])
+end
+local state = redis.call('HGET', job, 'state')
+if state == 'running' or state == 'queued' then
+  local done = 0
+  for code, _ in pairs(final) do
+    done = done + tonumber(redis.call('HGET', job, 'n:' .. code) or '0')
+  end
+  if done >= tonumber(redis.call('HGET', job, 'total')) then
+    redis.call('HSET', job, 'state', 'completed', 'finished_at', ARGV[4])
+    state = 'completed'
+  end
+end
+return state
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(slots=True)
+class JobSpec:
+    job_id: str
+    spec: dict[str, Any]
+    state: str
+    total: int
+    chunk_size: int
+    created_at: float
+
+
+@dataclass(slots=True)
+class ChunkData:
+    messages: list[tuple[int, StoredMessage]]
+    outcomes: dict[int, StoredOutcome]
+    requests: dict[str, dict[str, Any]]
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
+class ResultsStore:
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.redis = client
+        self._commit = client.register_script(_COMMIT)
+        self._release = client.register_script(_RELEASE)
+        self._final_codes = json.dumps(FINAL_CODES)
+
+    async def job(self, job_id: str) -> JobSpec | None:
+        fields = await self.redis.hmget(
+            keys.job(job_id), ["spec", "state", "total", "chunk_size", "created_at"]
+        )
+        if fields[0] is None:
+            return None
+        return JobSpec(
+            job_id=job_id,
+            spec=json.loads(fields[0]),
+            state=fields[1].decode(),
+            total=int(fields[2]),
+            chunk_size=int(fields[3] or 0),
+            created_at=float(fields[4]),
+        )
+
+    async def state(self, job_id: str) -> str | None:
+        raw = await self.redis.hget(keys.job(job_id), "state")
+        return None if raw is None else str(raw.decode())
+
+    async def acquire_lease(self, job_id: str, chunk_no: int, token: str, ttl_s: int) -> bool:
+        return bool(await self.redis.set(keys.lease(job_id, chunk_no), token, nx=True, ex=ttl_s))
+
+    async def release_lease(self, job_id: str, chunk_no: int, token: str) -> None:
+        await self._release(keys=[keys.lease(job_id, chunk_no)], args=[token])
+
+    async def chunk(self, job_id: str, chunk_no: int, indices: range) -> ChunkData:
+        block_no = block_of(indices.start)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(keys.block(job_id, block_no))
+        pipe.hmget(keys.outcomes(job_id, block_no), [str(i) for i in indices])
+        pipe.hgetall(keys.requests(job_id, chunk_no))
+        raw_block, raw_outcomes, raw_requests = await pipe.execute()
+        if raw_block is None:
+            raise LookupError(f"job {job_id}: messages of block {block_no} are gone")
+        block = decode_block(raw_block)
+        base = block_no * keys.BLOCK_SIZE
+        return ChunkData(
+            messages=[(i, block[i - base]) for i in indices],
+            outcomes={
+                i: decode_outcome(raw)
+                for i, raw in zip(indices, raw_outcomes, strict=True)
+                if raw is not None
+            },
+            requests={k.decode(): json.loads(v) for k, v in raw_requests.items()},
+        )
+
+    async def set_requests(
+        self, job_id: str, chunk_no: int, states: dict[str, dict[str, Any]]
+    ) -> None:
+        if states:
+            await self.redis.hset(
+                keys.requests(job_id, chunk_no),
+                mapping={k: json.dumps(v, separators=(",", ":")) for k, v in states.items()},
+            )
+
+    async def commit(
+        self,
+        job_id: str,
+        chunk_no: int,
+        outcomes: dict[int, StoredOutcome],
+        request_id: str = "",
+        token: str = "",
+        done_state: dict[str, Any] | None = None,
+    ) -> str:
+        """Write outcomes (and a request's transition to done) atomically."""
+        if not outcomes and not request_id:
+            return ""
+        block_no = block_of(next(iter(outcomes))) if outcomes else 0
+        args: list[str | int | float] = [
+            request_id,
+            token,
+            json.dumps(done_state or {}, separators=(",", ":")),
+            repr(now_s()),
+            self._final_codes,
+        ]
+        for index, outcome in outcomes.items():
+            args += [index, encode_outcome(outcome), STATUS_CODES[outcome.status]]
+        result = await self._commit(
+            keys=[
+                keys.job(job_id),
+                keys.outcomes(job_id, block_no),
+                keys.requests(job_id, chunk_no),
+            ],
+            args=args,
+        )
+        return str(result.decode() if isinstance(result, bytes) else result)

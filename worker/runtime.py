@@ -1,0 +1,85 @@
+"""Per-process runtime: one event loop, one aiohttp session, one Redis client.
+
+Celery 5 has no async tasks, and ``asyncio.run`` per task breaks a shared
+``ClientSession`` ("Event loop is closed"). So each worker process keeps one
+loop for its whole life and runs every task's coroutine on it; the session
+(reused connections, timeouts) and the async Redis client live on that loop.
+Created lazily on first use in the process (fork-safe: keyed by pid) and
+closed at process shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from producer.client import redis_url_from_env
+from worker.config import Account, Config, load_config
+from worker.providers.base import Adapter
+from worker.providers.registry import adapter_class
+from worker.results_store import ResultsStore
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT_S = 10.0
+REQUEST_TIMEOUT_S = 60.0
+CONNECTIONS_PER_HOST = 32
+
+
+class Runtime:
+    def __init__(self, config: Config, redis_url: str) -> None:
+        self.pid = os.getpid()
+        self.config = config
+        self.loop = asyncio.new_event_loop()
+        self.redis = aioredis.Redis.from_url(redis_url)
+        self.store = ResultsStore(self.redis)
+        self._adapters: dict[str, Adapter] = {}
+        self.session = self.run(self._new_session())
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coroutine)
+
+    @staticmethod
+    async def _new_session() -> aiohttp.ClientSession:
+        # aiohttp binds a session to the running loop: create it inside ours.
+        return aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S),
+            connector=aiohttp.TCPConnector(limit_per_host=CONNECTIONS_PER_HOST),
+        )
+
+    def adapter(self, account: Account) -> Adapter:
+        adapter = self._adapters.get(account.name)
+        if adapter is None:
+            adapter = adapter_class(account.kind)(account)
+            self._adapters[account.name] = adapter
+        return adapter
+
+    def close(self) -> None:
+        async def _close() -> None:
+            await self.session.close()
+            await self.redis.aclose()
+
+        self.loop.run_until_complete(_close())
+        self.loop.close()
+
+
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    global _runtime
+    if _runtime is None or _runtime.pid != os.getpid():
+        _runtime = Runtime(load_config(), redis_url_from_env())
+    return _runtime
+
+
+def close_runtime() -> None:
+    global _runtime
+    if _runtime is not None and _runtime.pid == os.getpid():
+        _runtime.close()
+    _runtime = None
