@@ -1,0 +1,265 @@
+"""The ``smsbulk`` command.
+
+Exit codes (INTERFACE.md): 2 invalid input, 1 any other failure (unknown
+job: "no such job"), 0 otherwise. Errors go to stderr; stdout carries only
+what each command promises (a job id, JSON, outcome records).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from producer import JobExists, JobRefused, NoSuchJob, Producer
+from producer.accounts import ConfigError
+from producer.job import Outcome, job_schema
+from worker.progress import wait_for_job
+
+OUTCOME_FIELDS = list(Outcome.model_fields)
+
+
+class UsageError(Exception):
+    """Invalid input: exit 2."""
+
+
+def _read_json(path: str) -> Any:
+    try:
+        raw = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror}") from None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{path}: not valid JSON: {error}") from None
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, default=str) + "\n")
+
+
+def _status_json(producer: Producer, job_id: str) -> dict[str, Any]:
+    return producer.status(job_id).model_dump(mode="json")
+
+
+def cmd_submit(args: argparse.Namespace, producer: Producer) -> int:
+    job_id = producer.submit(_read_json(args.file))
+    print(job_id)
+    return 0
+
+
+def _messages_from_csv(path: str) -> list[dict[str, Any]]:
+    try:
+        with Path(path).open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or "to" not in reader.fieldnames:
+                raise UsageError(f"{path}: the header row must have a 'to' column")
+            messages = []
+            for row in reader:
+                message: dict[str, Any] = {"to": row["to"]}
+                for key in ("text", "ref"):
+                    if row.get(key):
+                        message[key] = row[key]
+                params = [row[f"param{n}"] for n in range(1, 100) if f"param{n}" in row]
+                if params:
+                    message["params"] = params
+                messages.append(message)
+            return messages
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror}") from None
+
+
+def cmd_send(args: argparse.Namespace, producer: Producer) -> int:
+    if bool(args.to) == bool(args.csv):
+        raise UsageError("give either --to NUMBER (repeatable) or --csv FILE")
+    messages = [{"to": number} for number in args.to] if args.to else _messages_from_csv(args.csv)
+    job: dict[str, Any] = {"provider": args.provider, "messages": messages}
+    options = {
+        "text": args.text,
+        "sender": args.sender,
+        "template_id": args.template_id,
+        "schedule_at": args.schedule_at,
+        "validity_minutes": args.validity_minutes,
+        "priority": args.priority,
+        "delivery_policy": args.delivery_policy,
+    }
+    job.update({key: value for key, value in options.items() if value is not None})
+    job_id = producer.submit(job)
+    print(job_id)
+    sys.stdout.flush()
+    if args.wait:
+        return 0 if wait_for_job(producer, job_id, timeout_s=None) else 1
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, producer: Producer) -> int:
+    _print_json(_status_json(producer, args.job_id))
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace, producer: Producer) -> int:
+    for status in producer.jobs(limit=args.limit):
+        _print_json(status.model_dump(mode="json"))
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace, producer: Producer) -> int:
+    producer.status(args.job_id)
+    return 0 if wait_for_job(producer, args.job_id, timeout_s=args.timeout) else 1
+
+
+def write_results(outcomes: Any, out: TextIO, fmt: str) -> int:
+    count = 0
+    if fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=OUTCOME_FIELDS)
+        writer.writeheader()
+        for outcome in outcomes:
+            writer.writerow(outcome.model_dump(mode="json"))
+            count += 1
+    else:
+        for outcome in outcomes:
+            out.write(outcome.model_dump_json() + "\n")
+            count += 1
+    return count
+
+
+def cmd_results(args: argparse.Namespace, producer: Producer) -> int:
+    outcomes = producer.results(args.job_id, ref=args.ref)
+    if args.output:
+        with Path(args.output).open("w", newline="", encoding="utf-8") as handle:
+            write_results(outcomes, handle, args.format)
+    else:
+        write_results(outcomes, sys.stdout, args.format)
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace, producer: Producer | None) -> int:
+    _print_json(job_schema())
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, rest: list[str]) -> int:
+    from producer import keys
+    from worker.celery_app import app
+    from worker.config import load_config
+
+    load_config()  # fail now, naming the key, rather than inside Celery
+    argv = ["worker", f"--queues={','.join(keys.WORKER_QUEUES)}", *rest]
+    app.worker_main(argv)
+    return 0
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from worker.sandbox.app import SandboxSettings, run_sandbox
+
+    settings = SandboxSettings(
+        latency_ms=args.latency_ms, fail_rate=args.fail_rate, throttle_rate=args.throttle_rate
+    )
+    run_sandbox(host=args.host, port=args.port, settings=settings)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from worker.demo import run_demo
+
+    return run_demo(recipients=args.recipients)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smsbulk", description="Bulk SMS through Celery workers on Redis."
+    )
+    parser.add_argument(
+        "--redis-url", help="default: $SMSBULK_REDIS_URL or redis://127.0.0.1:6379/0"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("submit", help="submit a job from a JSON file (- for stdin)")
+    p.add_argument("file")
+    p = sub.add_parser("send", help="send one text to numbers given here or in a CSV file")
+    p.add_argument("--provider", required=True)
+    p.add_argument("--to", action="append", default=[])
+    p.add_argument("--csv")
+    p.add_argument("--text")
+    p.add_argument("--sender")
+    p.add_argument("--template-id")
+    p.add_argument("--schedule-at")
+    p.add_argument("--validity-minutes", type=int)
+    p.add_argument("--priority", choices=["high", "normal"])
+    p.add_argument("--delivery-policy", choices=["at_most_once", "at_least_once"])
+    p.add_argument("--wait", action="store_true", help="wait for the job, with a progress bar")
+    p = sub.add_parser("status", help="a job's status as JSON")
+    p.add_argument("job_id")
+    p = sub.add_parser("jobs", help="the newest jobs, one JSON status a line")
+    p.add_argument("--limit", type=int, default=20)
+    p = sub.add_parser("wait", help="wait for a job to end, with a progress bar on stderr")
+    p.add_argument("job_id")
+    p.add_argument("--timeout", type=float, help="seconds; exit 1 when they pass")
+    p = sub.add_parser("results", help="a job's outcome records")
+    p.add_argument("job_id")
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    p.add_argument("--ref", help="only the records with this client reference")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    sub.add_parser("schema", help="print the job's JSON Schema")
+    sub.add_parser("worker", help="run a Celery worker (other arguments go to Celery)")
+    p = sub.add_parser("sandbox", help="run fake providers speaking the four documented APIs")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8025)
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--fail-rate", type=float, default=0.0)
+    p.add_argument("--throttle-rate", type=float, default=0.0)
+    p = sub.add_parser("demo", help="run everything locally and send demo jobs")
+    p.add_argument("--recipients", type=int, default=10_000)
+    return parser
+
+
+PRODUCER_COMMANDS: dict[str, Callable[[argparse.Namespace, Producer], int]] = {
+    "submit": cmd_submit,
+    "send": cmd_send,
+    "status": cmd_status,
+    "jobs": cmd_jobs,
+    "wait": cmd_wait,
+    "results": cmd_results,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if argv[:1] == ["worker"]:
+        return cmd_worker(parser.parse_args(["worker"]), argv[1:])
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "schema":
+            return cmd_schema(args, None)
+        if args.command == "sandbox":
+            return cmd_sandbox(args)
+        if args.command == "demo":
+            return cmd_demo(args)
+        producer = Producer(args.redis_url)
+        try:
+            return PRODUCER_COMMANDS[args.command](args, producer)
+        finally:
+            producer.close()
+    except (UsageError, JobRefused) as error:
+        print(f"smsbulk: invalid input: {error}", file=sys.stderr)
+        return 2
+    except ConfigError as error:
+        print(f"smsbulk: configuration error: {error}", file=sys.stderr)
+        return 2
+    except NoSuchJob as error:
+        print(f"smsbulk: no such job: {error.job_id}", file=sys.stderr)
+        return 1
+    except JobExists as error:
+        print(f"smsbulk: job exists: {error.job_id}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
