@@ -1,0 +1,145 @@
+"""Phone number parsing and per-provider formatting (pure, no I/O).
+
+Parsing is the largest per-recipient CPU cost (FIELD-NOTES "Phone numbers":
+~29k numbers/s for parse + validate + E.164), so the hot path does one
+`phonenumbers.parse` and one validity check, and builds E.164 by string
+concatenation instead of calling the formatter.
+
+Accepted forms, e.g. with default region RO: ``0722123456``, ``0722 123 456``,
+``722123456``, ``+40722123456``, ``0040722123456`` (``00`` is RO's
+international prefix; with US it is ``011``) and the bare country code
+``40722123456``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberFormat
+
+NumberFormat = Literal["national", "00", "digits", "e164"]
+NUMBER_FORMATS: tuple[NumberFormat, ...] = ("national", "00", "digits", "e164")
+
+SUPPORTED_REGIONS: frozenset[str] = frozenset(phonenumbers.SUPPORTED_REGIONS)
+_NON_GEO_REGION = "001"  # phonenumbers' "region" of +800, +882, ...
+# Digits (any script), spaces and the usual separators; letters are refused
+# rather than read as a vanity number or an extension ("ext. 12").
+_ALLOWED = re.compile(r"[\d\s+\-().\/]+")
+_NON_DIGITS = re.compile(r"\D")
+_PARSE_REASONS = {
+    NumberParseException.INVALID_COUNTRY_CODE: "unknown or missing country code",
+    NumberParseException.NOT_A_NUMBER: "not a phone number",
+    NumberParseException.TOO_SHORT_AFTER_IDD: "too short after the international prefix",
+    NumberParseException.TOO_SHORT_NSN: "too short to be a phone number",
+    NumberParseException.TOO_LONG: "too long to be a phone number",
+}
+
+
+class InvalidNumber(ValueError):
+    """A number that cannot be sent to; the message is the reason, never the number."""
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneNumber:
+    e164: str  # "+40712345678"
+    region: str | None  # "RO"; None for non-geographic numbers (+800 ...)
+    country_code: int  # 40
+    national: str  # national significant number, "712345678"
+
+
+def _parse(raw: str, region: str) -> PhoneNumber | str:
+    """The valid number, or the reason it is not one."""
+    try:
+        parsed = phonenumbers.parse(raw, region)
+    except NumberParseException as exc:
+        return _PARSE_REASONS.get(exc.error_type, "not a phone number")
+    country_code = parsed.country_code or 0  # parse() always sets it
+    # is_valid_number() is exactly these two calls; doing them here gets the
+    # region without computing it twice.
+    number_region = phonenumbers.region_code_for_number(parsed)
+    if number_region is None or not phonenumbers.is_valid_number_for_region(parsed, number_region):
+        where = phonenumbers.region_code_for_country_code(country_code)
+        if where == _NON_GEO_REGION:
+            return f"not a valid number for the non-geographic code +{country_code}"
+        return f"not a valid phone number for region {where}"
+    national = phonenumbers.national_significant_number(parsed)
+    return PhoneNumber(
+        e164=f"+{country_code}{national}",
+        region=None if number_region == _NON_GEO_REGION else number_region,
+        country_code=country_code,
+        national=national,
+    )
+
+
+def parse_number(raw: str, default_region: str) -> PhoneNumber:
+    """Parse and validate `raw`; national forms are read in `default_region`.
+
+    Raises InvalidNumber (a reason without the number) if it is not a valid
+    number, and ValueError if `default_region` is not a known region code.
+    """
+    if default_region not in SUPPORTED_REGIONS:
+        raise ValueError(f"unknown default region {default_region!r}")
+    if not _ALLOWED.fullmatch(raw):
+        raise InvalidNumber(
+            "empty phone number"
+            if not raw.strip()
+            else "phone number has characters other than digits, spaces, + - . / ( )"
+        )
+    result = _parse(raw, default_region)
+    if isinstance(result, PhoneNumber):
+        return result
+    if not raw.lstrip().startswith("+"):
+        # A bare country code ("4915123456789"): read the digits as international.
+        retry = _parse("+" + _NON_DIGITS.sub("", raw), default_region)
+        if isinstance(retry, PhoneNumber):
+            return retry
+    raise InvalidNumber(result)
+
+
+def _national_with_trunk_prefix(number: PhoneNumber) -> str:
+    """How the number is dialled at home, as digits: ``0712345678`` for RO."""
+    nsn = number.national
+    zeros = len(nsn) - len(nsn.lstrip("0"))
+    parsed = phonenumbers.PhoneNumber(
+        country_code=number.country_code,
+        national_number=int(nsn),
+        italian_leading_zero=True if zeros else None,
+        number_of_leading_zeros=zeros if zeros > 1 else None,
+    )
+    formatted = phonenumbers.format_number(parsed, PhoneNumberFormat.NATIONAL)
+    return _NON_DIGITS.sub("", formatted)
+
+
+def format_number(number: PhoneNumber, number_format: NumberFormat, home_region: str) -> str:
+    """`number` written as an account's `number_format` expects.
+
+    ``national`` is GoSMS's rule: the national form with its trunk prefix
+    (``0712345678``) when the number is from `home_region`, else the ``00``
+    form (``0049...``). ``00`` is always literally ``00`` + country code +
+    number, whatever the home region's own international prefix.
+    """
+    if number_format == "e164":
+        return number.e164
+    if number_format == "digits":
+        return number.e164[1:]
+    if number_format == "00":
+        return "00" + number.e164[1:]
+    if number_format == "national":
+        if number.region is not None and number.region == home_region:
+            return _national_with_trunk_prefix(number)
+        return "00" + number.e164[1:]
+    raise ValueError(f"unknown number_format {number_format!r}; use one of {NUMBER_FORMATS}")
+
+
+def mask_number(raw: str) -> str:
+    """`raw` for logs: at most the first 3 and last 2 characters are kept.
+
+    ``+40712345678`` -> ``+40*******78``. Strings shorter than 10 characters
+    are masked entirely, so that at least half of a number is always hidden.
+    """
+    if len(raw) < 10:
+        return "*" * len(raw)
+    return raw[:3] + "*" * (len(raw) - 5) + raw[-2:]
