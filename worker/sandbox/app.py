@@ -1,0 +1,219 @@
+"""The sandbox app: factory, fault injection and inspection endpoints.
+
+Every provider route (one module per API) passes through `_faults`: one
+seeded draw per request decides, in this order, HTTP 500 (`fail_rate`, not
+processed), HTTP 429 with `Retry-After: 1` (`throttle_rate`, not processed),
+a hang of `hang_s` after processing (`timeout_rate`) or a 200 non-JSON body
+after processing (`malformed_rate`). `latency_ms` delays every answer.
+
+Inspection, no auth: `GET /_sandbox/stats`, `GET /_sandbox/sent?kind=K` (JSON
+Lines), `GET /_sandbox/rate?kind=K`, `GET|POST /_sandbox/settings`,
+`POST /_sandbox/reset`. In the stats, `requests` counts every provider
+request, `processed_requests` those not dropped by a 500/429 fault, `errors`
+those refused by strictness or credentials, `duplicates` the (kind, number)
+pairs recorded more than once, `max_items_per_request` the most recipients
+in one accepted request. The rate's `requests_per_second` counts every
+provider request, faulted ones included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections import Counter
+from dataclasses import asdict
+from typing import Any
+
+from aiohttp import web
+
+from worker.sandbox import sendbulk
+from worker.sandbox.core import (
+    KINDS,
+    KNOBS,
+    SANDBOX_API_KEY,
+    SANDBOX_GOSMS_KEY,
+    SANDBOX_PARTNER_ID,
+    SANDBOX_SHORTCODE,
+    SANDBOX_USPEEDO_ID,
+    SANDBOX_USPEEDO_SECRET,
+    SANDBOX_VOIP_KEY,
+    SANDBOX_VOIP_PASSWORD,
+    STATE,
+    Handler,
+    SandboxCredentials,
+    SandboxSettings,
+    SandboxState,
+    check_knob,
+    read_json,
+)
+
+__all__ = [
+    "SANDBOX_API_KEY",
+    "SANDBOX_GOSMS_KEY",
+    "SANDBOX_PARTNER_ID",
+    "SANDBOX_SHORTCODE",
+    "SANDBOX_USPEEDO_ID",
+    "SANDBOX_USPEEDO_SECRET",
+    "SANDBOX_VOIP_KEY",
+    "SANDBOX_VOIP_PASSWORD",
+    "STATE",
+    "SandboxCredentials",
+    "SandboxSettings",
+    "SandboxState",
+    "make_app",
+    "run_sandbox",
+]
+
+MAX_BODY_BYTES = 64 * 1024 * 1024  # a GoSMS batch of 1000 texts of 39,015 characters
+_SENT_CHUNK_LINES = 5000
+_MALFORMED_BODY = "<html><body><h1>502 Bad Gateway</h1></body></html>"
+
+
+@web.middleware
+async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
+    state = request.app[STATE]
+    kind = state.route_kinds.get(request.path) if request.method == "POST" else None
+    if kind is None:
+        return await handler(request)
+    knobs = state.settings
+    state.requests += 1
+    state.requests_per_s[(kind, int(time.time()))] += 1
+    roll = state.rng.random()
+    response: web.StreamResponse
+    if roll < knobs.fail_rate:
+        response = web.Response(status=500, text="sandbox: injected server error")
+    elif roll < knobs.fail_rate + knobs.throttle_rate:
+        response = web.Response(
+            status=429, text="sandbox: injected throttling", headers={"Retry-After": "1"}
+        )
+    else:
+        state.processed_requests += 1
+        response = await handler(request)
+        roll -= knobs.fail_rate + knobs.throttle_rate
+        if roll < knobs.timeout_rate:
+            await asyncio.sleep(knobs.hang_s)
+        elif roll < knobs.timeout_rate + knobs.malformed_rate:
+            response = web.Response(status=200, text=_MALFORMED_BODY, content_type="text/html")
+    if knobs.latency_ms > 0:
+        await asyncio.sleep(knobs.latency_ms / 1000)
+    return response
+
+
+# --- inspection -----------------------------------------------------------------
+
+
+def _kind_param(request: web.Request) -> str | None:
+    kind = request.query.get("kind")
+    if kind is not None and kind not in KINDS:
+        raise web.HTTPBadRequest(text=f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
+    return kind
+
+
+async def _stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE].stats())
+
+
+async def _sent(request: web.Request) -> web.StreamResponse:
+    """One JSON line per recorded recipient, streamed in chunks."""
+    kind = _kind_param(request)
+    state = request.app[STATE]
+    rows = state.rows  # a reset swaps in a new list; this answer keeps the old one
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    lines: list[str] = []
+    for i in range(len(rows)):
+        row_kind, number, seq, client_id, text, sender, t = rows[i]
+        if kind is not None and row_kind != kind:
+            continue
+        record = {
+            "kind": row_kind,
+            "number": number,
+            "message_id": state.message_id(seq),
+            "client_id": client_id,
+            "text": text,
+            "sender": sender,
+            "t": t,
+        }
+        lines.append(json.dumps(record, ensure_ascii=False))
+        if len(lines) >= _SENT_CHUNK_LINES:
+            await response.write(("\n".join(lines) + "\n").encode())
+            lines.clear()
+    if lines:
+        await response.write(("\n".join(lines) + "\n").encode())
+    await response.write_eof()
+    return response
+
+
+def _per_second(counts: Counter[tuple[str, int]], kind: str | None) -> dict[str, int]:
+    merged: Counter[int] = Counter()
+    for (row_kind, second), n in counts.items():
+        if kind is None or row_kind == kind:
+            merged[second] += n
+    return {str(second): merged[second] for second in sorted(merged)}
+
+
+async def _rate(request: web.Request) -> web.Response:
+    kind = _kind_param(request)
+    state = request.app[STATE]
+    return web.json_response(
+        {
+            "items_per_second": _per_second(state.items_per_s, kind),
+            "requests_per_second": _per_second(state.requests_per_s, kind),
+        }
+    )
+
+
+def _knobs(settings: SandboxSettings) -> dict[str, Any]:
+    return {k: v for k, v in asdict(settings).items() if k in KNOBS}
+
+
+async def _get_settings(request: web.Request) -> web.Response:
+    return web.json_response(_knobs(request.app[STATE].settings))
+
+
+async def _post_settings(request: web.Request) -> web.Response:
+    """Change knobs at run time: all of the body's or, if one is invalid, none."""
+    state = request.app[STATE]
+    try:
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise ValueError("body must be a JSON object of knobs")
+        for name, value in body.items():
+            check_knob(name, value)
+    except ValueError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    for name, value in body.items():
+        setattr(state.settings, name, value)
+    if "seed" in body:
+        state.rng = random.Random(body["seed"])
+    return web.json_response(_knobs(state.settings))
+
+
+async def _reset(request: web.Request) -> web.Response:
+    request.app[STATE].reset()
+    return web.json_response({"reset": True})
+
+
+def make_app(settings: SandboxSettings | None = None) -> web.Application:
+    """The sandbox: all four provider APIs plus `/_sandbox/` inspection."""
+    app = web.Application(middlewares=[_faults], client_max_size=MAX_BODY_BYTES)
+    app[STATE] = SandboxState(settings if settings is not None else SandboxSettings())
+    for provider in (sendbulk,):
+        provider.setup(app)
+    app.router.add_get("/_sandbox/stats", _stats)
+    app.router.add_get("/_sandbox/sent", _sent)
+    app.router.add_get("/_sandbox/rate", _rate)
+    app.router.add_get("/_sandbox/settings", _get_settings)
+    app.router.add_post("/_sandbox/settings", _post_settings)
+    app.router.add_post("/_sandbox/reset", _reset)
+    return app
+
+
+def run_sandbox(
+    host: str = "127.0.0.1", port: int = 8025, settings: SandboxSettings | None = None
+) -> None:
+    """Serve the sandbox until interrupted (the `smsbulk sandbox` command)."""
+    app = make_app(settings)
+    web.run_app(app, host=host, port=port, access_log=None, shutdown_timeout=2.0)
