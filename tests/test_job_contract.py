@@ -1,0 +1,112 @@
+"""The job contract: what is refused whole, naming the field, and what is not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from producer import JobExists, JobRefused, Producer
+from producer import keys
+from producer.accounts import AccountInfo
+from producer.client import validate_job
+
+ACCOUNTS = {
+    "bulk": AccountInfo("bulk", "sendbulk"),
+    "tpl": AccountInfo("tpl", "uspeedo"),
+    "tpl_sender": AccountInfo("tpl_sender", "uspeedo", sender="ACME"),
+}
+
+
+def job(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"provider": "bulk", "text": "hi", "messages": [{"to": "0712345678"}]}
+    base.update(overrides)
+    return base
+
+
+def refused_fields(raw: Any) -> list[str]:
+    with pytest.raises(JobRefused) as info:
+        validate_job(raw, ACCOUNTS)
+    return [error["field"] for error in info.value.errors]
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (job(provider="nope"), "provider"),
+        (job(colour="red"), "colour"),
+        (job(messages=[]), "messages"),
+        (job(messages=[{"text": "x"}]), "messages[0].to"),
+        (job(messages=[{"to": ""}]), "messages[0].to"),
+        (job(messages=[{"to": 712345678}]), "messages[0].to"),
+        (job(messages=[{"to": "0712345678"}, {"to": "1", "extra": 1}]), "messages[1].extra"),
+        (job(text=None, messages=[{"to": "0712345678", "text": "a"}, {"to": "1"}]), "messages[1].text"),
+        (job(schedule_at="tomorrow"), "schedule_at"),
+        (job(schedule_at="2030-01-01T10:00:00"), "schedule_at"),  # no zone
+        (job(job_id="has space"), "job_id"),
+        (job(job_id="x" * 65), "job_id"),
+        (job(delivery_policy="twice"), "delivery_policy"),
+        (job(priority="urgent"), "priority"),
+        (job(provider="tpl", text=None, sender="S"), "template_id"),
+        (job(provider="tpl", template_id="T"), "sender"),
+    ],
+)
+def test_refused_whole_naming_the_field(raw: dict[str, Any], field: str) -> None:
+    assert field in refused_fields(raw)
+
+
+def test_refusal_never_echoes_input_values() -> None:
+    with pytest.raises(JobRefused) as info:
+        validate_job(job(messages=[{"to": 40712345678}]), ACCOUNTS)
+    assert "40712345678" not in str(info.value)
+    assert all("input" not in error for error in info.value.errors)
+
+
+def test_accepted_jobs() -> None:
+    assert validate_job(job(), ACCOUNTS).delivery_policy == "at_most_once"
+    assert validate_job(job(text=None, messages=[{"to": "1", "text": "own"}]), ACCOUNTS)
+    assert validate_job(job(provider="tpl_sender", text=None, template_id="T"), ACCOUNTS)
+    parsed = validate_job(job(schedule_at="2030-01-01T10:00:00+02:00"), ACCOUNTS)
+    assert parsed.schedule_at is not None and parsed.schedule_at.utcoffset() is not None
+    # Invalid numbers are not refused at submission: they become `rejected` outcomes.
+    assert validate_job(job(messages=[{"to": "not-a-number"}]), ACCOUNTS)
+
+
+def test_json_string_input_is_validated_too() -> None:
+    assert "messages[0].to" in refused_fields('{"provider": "bulk", "text": "x", "messages": [{}]}')
+
+
+def test_submit_stores_compactly_and_refuses_existing_id(
+    redis_client: redis.Redis, redis_url: str, config_file: Path
+) -> None:
+    producer = Producer(redis_url)
+    messages = [{"to": f"07{20000000 + i}", "ref": f"r{i}"} for i in range(2500)]
+    job_id = producer.submit(job(job_id="job-1", messages=messages))
+    assert job_id == "job-1"
+    status = producer.status(job_id)
+    assert (status.state, status.total, status.counts["pending"]) == ("queued", 2500, 2500)
+    # Three message blocks, not 2500 keys; one small plan task on the queue.
+    assert sorted(redis_client.keys(f"{keys.PREFIX}:job:job-1:m:*")) == [
+        keys.block("job-1", n).encode() for n in range(3)
+    ]
+    assert redis_client.llen(keys.NORMAL_QUEUE) == 1
+    assert len(redis_client.lindex(keys.NORMAL_QUEUE, 0) or b"") < 2000
+    with pytest.raises(JobExists):
+        producer.submit(job(job_id="job-1"))
+    results = list(producer.results(job_id))
+    assert [r.index for r in results] == list(range(2500))
+    assert {r.status for r in results} == {"pending"}
+    assert [r.to for r in producer.results(job_id, ref="r7")] == ["0720000007"]
+    producer.close()
+
+
+def test_refused_job_leaves_nothing_behind(
+    redis_client: redis.Redis, redis_url: str, config_file: Path
+) -> None:
+    producer = Producer(redis_url)
+    with pytest.raises(JobRefused):
+        producer.submit(job(messages=[{"to": "0712345678"}, {"to": ""}]))
+    assert redis_client.dbsize() == 0
+    producer.close()
