@@ -28,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from worker.sandbox import gosms, sendbulk, uspeedo
+from worker.sandbox import gosms, sendbulk, uspeedo, voipcomm
 from worker.sandbox.core import (
     KINDS,
     KNOBS,
@@ -200,7 +200,7 @@ def make_app(settings: SandboxSettings | None = None) -> web.Application:
     """The sandbox: all four provider APIs plus `/_sandbox/` inspection."""
     app = web.Application(middlewares=[_faults], client_max_size=MAX_BODY_BYTES)
     app[STATE] = SandboxState(settings if settings is not None else SandboxSettings())
-    for provider in (sendbulk, gosms, uspeedo):
+    for provider in (sendbulk, gosms, uspeedo, voipcomm):
         provider.setup(app)
     app.router.add_get("/_sandbox/stats", _stats)
     app.router.add_get("/_sandbox/sent", _sent)
