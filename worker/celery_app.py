@@ -78,11 +78,14 @@ app.conf.update(
 
 
 @signals.setup_logging.connect
-def _setup_logging(**_: Any) -> None:
+def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
     # Connecting here stops Celery from configuring logging itself.
+    import logging
+
     from worker.logs import configure_logging
 
-    configure_logging()
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, int) else loglevel
+    configure_logging(level=level or "INFO")
 
 
 @signals.worker_init.connect

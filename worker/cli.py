@@ -230,10 +230,11 @@ PRODUCER_COMMANDS: dict[str, Callable[[argparse.Namespace, Producer], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if argv[:1] == ["worker"]:
-        return cmd_worker(parser.parse_args(["worker"]), argv[1:])
-    args = parser.parse_args(argv)
+    worker_args = argv[1:] if argv[:1] == ["worker"] else None
+    args = parser.parse_args(["worker"] if worker_args is not None else argv)
     try:
+        if worker_args is not None:
+            return cmd_worker(args, worker_args)
         if args.command == "schema":
             return cmd_schema(args, None)
         if args.command == "sandbox":

@@ -53,6 +53,18 @@ def _outcome(
     return StoredOutcome(status, e164=e164, attempts=attempts, updated_at=now_s(), **fields)
 
 
+async def fail_chunk(store: ResultsStore, job: JobSpec, chunk_no: int, reason: str) -> None:
+    """Fail every pending recipient of a chunk that cannot be sent at all."""
+    indices = chunk_range(chunk_no, job.total, job.chunk_size)
+    data = await store.chunk(job.job_id, chunk_no, indices)
+    failed = {
+        i: _outcome("failed", out, e164=out.e164 if out else None, error=reason)
+        for i, _ in data.messages
+        if (out := data.outcomes.get(i)) is None or out.status not in FINAL
+    }
+    await store.commit(job.job_id, chunk_no, failed)
+
+
 class ChunkSender:
     def __init__(
         self, store: ResultsStore, adapter: Adapter, job: JobSpec, chunk_no: int, cap_s: float

@@ -24,9 +24,11 @@ from worker.chunking import chunk_count
 from worker.logs import get_logger
 from worker.results_store import new_token
 from worker.runtime import get_runtime
-from worker.sending import ChunkSender
+from worker.sending import ChunkSender, fail_chunk
 
 log = get_logger()
+UNKNOWN_ACCOUNT_RETRIES = 10
+UNKNOWN_ACCOUNT_RETRY_S = 30
 _redis: redis.Redis | None = None
 
 
@@ -91,8 +93,8 @@ def plan_job(self: Task, job_id: str) -> None:
             return
     account = get_runtime().config.accounts.get(spec["provider"])
     if account is None:
-        raise LookupError(f"job {job_id}: account {spec['provider']} is not configured here")
-    chunk_size = int(fields[3] or 0) or account.batch_size
+        _retry_unknown_account(self, job_id, spec["provider"])
+    chunk_size = int(fields[3] or 0) or (account.batch_size if account else keys.BLOCK_SIZE)
     client.hsetnx(keys.job(job_id), "chunk_size", chunk_size)
     chunk_size = int(client.hget(keys.job(job_id), "chunk_size") or chunk_size)
     n_chunks = chunk_count(total, chunk_size)
@@ -114,9 +116,24 @@ def plan_job(self: Task, job_id: str) -> None:
     log.info("job_planned", job_id=job_id, chunks=n_chunks, chunk_size=chunk_size)
 
 
+def _retry_unknown_account(task: Task, job_id: str, account: str) -> None:
+    """A worker whose configuration lacks the job's account (a rolling
+    deploy, say) hands the task back for a while, then gives up: the chunk's
+    recipients are then failed, never left pending forever."""
+    log.error("account_not_configured", job_id=job_id, account=account)
+    if task.request.retries < UNKNOWN_ACCOUNT_RETRIES:
+        raise task.retry(countdown=UNKNOWN_ACCOUNT_RETRY_S, max_retries=UNKNOWN_ACCOUNT_RETRIES)
+
+
 @app.task(name=keys.SEND_CHUNK, bind=True)
 def send_chunk(self: Task, job_id: str, chunk_no: int) -> None:
     runtime = get_runtime()
+    job = runtime.run(runtime.store.job(job_id))
+    if job is not None and job.spec["provider"] not in runtime.config.accounts:
+        _retry_unknown_account(self, job_id, job.spec["provider"])
+        reason = f"account {job.spec['provider']} is not configured on the workers"
+        runtime.run(fail_chunk(runtime.store, job, chunk_no, reason))
+        return
     retry_in_s = runtime.run(_send_chunk(job_id, chunk_no))
     if retry_in_s is not None:
         queue = (self.request.delivery_info or {}).get("routing_key") or keys.NORMAL_QUEUE
@@ -134,9 +151,7 @@ async def _send_chunk(job_id: str, chunk_no: int) -> float | None:
     job = await store.job(job_id)
     if job is None or job.state not in ("running", "queued"):
         return None
-    account = runtime.config.accounts.get(job.spec["provider"])
-    if account is None:
-        raise LookupError(f"job {job_id}: account {job.spec['provider']} is not configured here")
+    account = runtime.config.accounts[job.spec["provider"]]
     token = new_token()
     if not await store.acquire_lease(job_id, chunk_no, token, LEASE_TTL_S):
         log.info("chunk_busy", job_id=job_id, chunk=chunk_no)

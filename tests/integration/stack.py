@@ -1,0 +1,119 @@
+"""A local smsbulk for integration tests: the session's Valkey, a sandbox
+process and real `smsbulk worker` processes, all on 127.0.0.1, all stopped
+by the fixture that started them."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from producer import Producer
+from producer.job import JobStatus
+from tests.conftest import child_env, write_config
+from worker.launcher import Process, start_sandbox, start_worker, wait_until
+
+
+@dataclass
+class Stack:
+    redis_url: str
+    config: Path
+    env: dict[str, str]
+    log_dir: Path
+    sandbox: Process
+    sandbox_port: int
+    workers: list[Process] = field(default_factory=list)
+
+    @property
+    def sandbox_url(self) -> str:
+        return f"http://127.0.0.1:{self.sandbox_port}"
+
+    def producer(self) -> Producer:
+        return Producer(self.redis_url, config_path=str(self.config))
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url)
+
+    def add_worker(self, concurrency: int = 2) -> Process:
+        worker = start_worker(self.env, self.log_dir, f"w{len(self.workers) + 1}", concurrency)
+        self.workers.append(worker)
+        return worker
+
+    def sandbox_get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.sandbox_url + path, timeout=30) as answer:
+            body = answer.read().decode()
+        if path.startswith("/_sandbox/sent"):
+            return [json.loads(line) for line in body.splitlines() if line]
+        return json.loads(body)
+
+    def sandbox_post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        request = urllib.request.Request(
+            self.sandbox_url + path, data=json.dumps(body or {}).encode(), method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.loads(answer.read())
+
+    def wait_for(self, job_id: str, timeout_s: float = 120) -> JobStatus:
+        producer = self.producer()
+        try:
+            def ended() -> bool:
+                for worker in self.workers:
+                    if not worker.alive():
+                        raise AssertionError(f"{worker.name} died:\n{worker.output()[-3000:]}")
+                return producer.status(job_id).state in ("completed", "cancelled")
+
+            wait_until(ended, timeout_s, f"job {job_id} to end", interval_s=0.2)
+            return producer.status(job_id)
+        finally:
+            producer.close()
+
+    def worker_logs(self) -> str:
+        return "".join(worker.output() for worker in self.workers)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.sandbox.stop()
+
+
+def make_stack(
+    redis_url: str, log_dir: Path, workers: int = 1, sandbox_args: tuple[str, ...] = (),
+    account_extra: str = "",
+) -> Stack:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    config = log_dir / "providers.toml"
+    write_config(config, "http://127.0.0.1:9")
+    env = child_env(redis_url, config)
+    sandbox, port = start_sandbox(env, log_dir, *sandbox_args)
+    base_url = f"http://127.0.0.1:{port}"
+    write_config(config, base_url, BAD_CREDENTIALS_ACCOUNT.format(base_url=base_url) + account_extra)
+    stack = Stack(redis_url, config, env, log_dir, sandbox, port)
+    for _ in range(workers):
+        stack.add_worker()
+    return stack
+
+
+# An account the sandbox refuses (sendbulk answers response-code 1006).
+BAD_CREDENTIALS_ACCOUNT = """
+[providers.bad]
+kind = "sendbulk"
+base_url = "{base_url}"
+partner_id = "wrong"
+api_key = "wrong"
+shortcode = "SANDBOX"
+default_region = "RO"
+"""
+
+
+def ro_numbers(count: int, start: int = 0) -> list[str]:
+    return [f"07{20000000 + start + i}" for i in range(count)]
+
+
+def elapsed(since: float) -> float:
+    return time.monotonic() - since
