@@ -19,6 +19,7 @@ provider request, faulted ones included.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -93,7 +94,8 @@ async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
         roll -= knobs.fail_rate + knobs.throttle_rate
         if roll < knobs.timeout_rate:
-            await asyncio.sleep(knobs.hang_s)
+            with contextlib.suppress(TimeoutError):  # ends early when the app shuts down
+                await asyncio.wait_for(state.stopping.wait(), knobs.hang_s)
         elif roll < knobs.timeout_rate + knobs.malformed_rate:
             response = web.Response(status=200, text=_MALFORMED_BODY, content_type="text/html")
     if knobs.latency_ms > 0:
@@ -191,6 +193,10 @@ async def _post_settings(request: web.Request) -> web.Response:
     return web.json_response(_knobs(state.settings))
 
 
+async def _stop_hanging(app: web.Application) -> None:
+    app[STATE].stopping.set()
+
+
 async def _reset(request: web.Request) -> web.Response:
     request.app[STATE].reset()
     return web.json_response({"reset": True})
@@ -208,6 +214,7 @@ def make_app(settings: SandboxSettings | None = None) -> web.Application:
     app.router.add_get("/_sandbox/settings", _get_settings)
     app.router.add_post("/_sandbox/settings", _post_settings)
     app.router.add_post("/_sandbox/reset", _reset)
+    app.on_shutdown.append(_stop_hanging)
     return app
 
 

@@ -5,6 +5,7 @@ The public names are re-exported by `worker.sandbox.app`; import them from there
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import random
@@ -96,6 +97,7 @@ class SandboxState:
         self.settings = settings
         self.rng = random.Random(settings.seed)
         self.route_kinds: dict[str, str] = {}
+        self.stopping = asyncio.Event()  # set on shutdown, to end injected hangs
         self._id_prefix = random.SystemRandom().getrandbits(64)
         self._seq = 0  # never reset, so ids stay unique for the app's life
         self.reset()
