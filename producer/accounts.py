@@ -13,7 +13,7 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -79,7 +79,7 @@ def load_accounts(
     if path:
         return accounts_from_config(read_config_file(path))
     if client is not None:
-        registered = client.hgetall(keys.ACCOUNTS)
+        registered = cast(dict[bytes, bytes], client.hgetall(keys.ACCOUNTS))
         if registered:
             return {
                 name.decode(): AccountInfo(name.decode(), *_split_registry(value))

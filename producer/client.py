@@ -7,7 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from itertools import islice
-from typing import Any
+from typing import Any, cast
 
 import redis
 from celery import Celery
@@ -183,7 +183,7 @@ class Producer:
         return iter_outcomes(self.redis, job_id, ref=ref)
 
     def jobs(self, limit: int = 20) -> list[JobStatus]:
-        ids = self.redis.zrevrange(keys.JOBS_INDEX, 0, max(limit, 1) - 1)
+        ids = cast(list[bytes], self.redis.zrevrange(keys.JOBS_INDEX, 0, max(limit, 1) - 1))
         statuses = (read_status(self.redis, raw.decode()) for raw in ids)
         return [status for status in statuses if status is not None]
 

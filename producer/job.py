@@ -117,7 +117,7 @@ class JobStatus(BaseModel):
     provider: str
     state: JobState
     total: int
-    counts: dict[str, int]
+    counts: dict[OutcomeStatus, int]
     created_at: datetime
     finished_at: datetime | None = None
 

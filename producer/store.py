@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import redis
 
@@ -106,11 +106,11 @@ def now_s() -> float:
 
 
 def job_spec(client: redis.Redis, job_id: str) -> dict[str, Any] | None:
-    raw = client.hget(keys.job(job_id), "spec")
+    raw = cast(bytes | None, client.hget(keys.job(job_id), "spec"))
     return None if raw is None else dict(json.loads(raw))
 
 
-def status_from_hash(job_id: str, fields: dict[bytes, bytes]) -> JobStatus:
+def status_from_hash(job_id: str, fields: Mapping[bytes, bytes]) -> JobStatus:
     total = int(fields[b"total"])
     counts = {
         name: int(fields.get(f"n:{STATUS_CODES[name]}".encode(), 0)) for name in FINAL_STATUSES
@@ -130,7 +130,7 @@ def status_from_hash(job_id: str, fields: dict[bytes, bytes]) -> JobStatus:
 
 
 def read_status(client: redis.Redis, job_id: str) -> JobStatus | None:
-    fields = client.hgetall(keys.job(job_id))
+    fields = cast(Mapping[bytes, bytes], client.hgetall(keys.job(job_id)))
     return status_from_hash(job_id, fields) if fields else None
 
 
@@ -162,10 +162,12 @@ def iter_outcomes(
 ) -> Iterator[Outcome]:
     """Every outcome record of a job in index order, read a few blocks at a
     time so that a million-recipient job never sits in memory at once."""
-    fields = client.hmget(keys.job(job_id), ["total", "spec"])
-    if fields[0] is None:
+    total_raw, spec_raw = cast(
+        list[bytes | None], client.hmget(keys.job(job_id), ["total", "spec"])
+    )
+    if total_raw is None or spec_raw is None:
         return
-    total, provider = int(fields[0]), json.loads(fields[1])["provider"]
+    total, provider = int(total_raw), json.loads(spec_raw)["provider"]
     n_blocks = block_count(total)
     for first in range(0, n_blocks, blocks_per_read):
         numbers = range(first, min(first + blocks_per_read, n_blocks))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
@@ -104,22 +104,25 @@ class ResultsStore:
         self._final_codes = json.dumps(FINAL_CODES)
 
     async def job(self, job_id: str) -> JobSpec | None:
-        fields = await self.redis.hmget(
-            keys.job(job_id), ["spec", "state", "total", "chunk_size", "created_at"]
+        spec, state, total, chunk_size, created_at = cast(
+            list[bytes],
+            await self.redis.hmget(
+                keys.job(job_id), ["spec", "state", "total", "chunk_size", "created_at"]
+            ),
         )
-        if fields[0] is None:
+        if spec is None:
             return None
         return JobSpec(
             job_id=job_id,
-            spec=json.loads(fields[0]),
-            state=fields[1].decode(),
-            total=int(fields[2]),
-            chunk_size=int(fields[3] or 0),
-            created_at=float(fields[4]),
+            spec=json.loads(spec),
+            state=state.decode(),
+            total=int(total),
+            chunk_size=int(chunk_size or 0),
+            created_at=float(created_at),
         )
 
     async def state(self, job_id: str) -> str | None:
-        raw = await self.redis.hget(keys.job(job_id), "state")
+        raw = cast(bytes | None, await self.redis.hget(keys.job(job_id), "state"))
         return None if raw is None else str(raw.decode())
 
     async def acquire_lease(self, job_id: str, chunk_no: int, token: str, ttl_s: int) -> bool:

@@ -43,7 +43,7 @@ def deadline_s(job: JobSpec) -> float | None:
     from datetime import datetime
 
     start_s = datetime.fromisoformat(start).timestamp() if start else job.created_at
-    return start_s + minutes * 60
+    return float(start_s + minutes * 60)
 
 
 def _outcome(

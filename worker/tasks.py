@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import redis
 from celery import Task
@@ -71,7 +71,9 @@ def submit_job(self: Task, job: dict[str, Any]) -> dict[str, Any]:
 def plan_job(self: Task, job_id: str) -> None:
     """Split the job into chunks (index ranges) and enqueue one send task each."""
     client = sync_redis()
-    fields = client.hmget(keys.job(job_id), ["spec", "state", "total", "chunk_size"])
+    fields = cast(
+        list[bytes], client.hmget(keys.job(job_id), ["spec", "state", "total", "chunk_size"])
+    )
     if fields[0] is None:
         log.warning("plan_unknown_job", job_id=job_id)
         return

@@ -76,7 +76,8 @@ class SendbulkAdapter(Adapter):
         position_of = {recipient.index: position for position, recipient in enumerate(batch)}
         results: dict[int, RecipientResult] = {}
         for item in items:
-            position = position_of.get(item.get("clientsmsid")) if isinstance(item, dict) else None
+            client_id = item.get("clientsmsid") if isinstance(item, dict) else None
+            position = position_of.get(client_id) if isinstance(client_id, int) else None
             if position is None:
                 continue  # not one of ours: the recipients it should have been stay uncertain
             results[position] = _item_result(item)
