@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from producer import Producer
 from producer.job import JobStatus
 from tests.conftest import child_env, write_config
 from worker.launcher import Process, start_sandbox, start_worker, wait_until
+from worker.sandbox import app as sandbox
 
 
 @dataclass
@@ -109,6 +111,37 @@ api_key = "wrong"
 shortcode = "SANDBOX"
 default_region = "RO"
 """
+
+
+# One account per adapter kind, named after it, with the sandbox's default
+# credentials. Kinds missing here are the ones make_stack already configures.
+PROVIDER_ACCOUNTS = {
+    "gosms": f'api_key = "{sandbox.SANDBOX_GOSMS_KEY}"',
+    "uspeedo": (
+        f'access_key_id = "{sandbox.SANDBOX_USPEEDO_ID}"\n'
+        f'access_key_secret = "{sandbox.SANDBOX_USPEEDO_SECRET}"\n'
+        'sender = "uSpeedo"'
+    ),
+    "voipcomm": (
+        f'api_key = "{sandbox.SANDBOX_VOIP_KEY}"\n'
+        f'api_password = "{sandbox.SANDBOX_VOIP_PASSWORD}"\n'
+        'currency = "USD"'
+    ),
+}
+
+
+def add_provider_accounts(stack: Stack, kinds: Iterable[str] = tuple(PROVIDER_ACCOUNTS)) -> None:
+    """Append an account per kind (named after it) pointing at the sandbox.
+
+    Call before `add_worker`: workers read the configuration when they start.
+    """
+    with stack.config.open("a") as config:
+        for kind in kinds:
+            config.write(
+                f'\n[providers.{kind}]\nkind = "{kind}"\nbase_url = "{stack.sandbox_url}"\n'
+                f'default_region = "RO"\nmessages_per_second = 100000\n'
+                f"requests_per_second = 1000\n{PROVIDER_ACCOUNTS[kind]}\n"
+            )
 
 
 def ro_numbers(count: int, start: int = 0) -> list[str]:

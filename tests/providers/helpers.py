@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
 from worker.config import parse_account
-from worker.providers.base import JobContext, Recipient
+from worker.providers.base import Adapter, JobContext, Recipient, SendResult
 
 
 def account(kind: str, **table: Any):  # type: ignore[no-untyped-def]
@@ -30,3 +38,67 @@ def recipient(index: int, address: str, text: str | None = "hello", **kw: Any) -
 
 
 CONTEXT = JobContext(job_id="job", template_id=None, schedule_at=None, validity_minutes=None)
+
+
+@dataclass
+class Captured:
+    """One request as the provider received it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    content_type: str
+    body: bytes
+
+
+@dataclass
+class Exchange:
+    """What `send_to_local` sent and what the adapter made of the answer."""
+
+    request: Captured
+    result: SendResult
+
+
+def send_to_local(
+    make_adapter: Callable[[str], Adapter],
+    batch: Sequence[Recipient],
+    answer: bytes,
+    status: int = 200,
+    context: JobContext = CONTEXT,
+    headers: dict[str, str] | None = None,
+) -> Exchange:
+    """Run ``adapter.send`` against a local aiohttp server answering `answer`.
+
+    `make_adapter` gets the server's base URL, so the real account parsing,
+    URL building, auth and body encoding are all exercised.
+    """
+    captured: list[Captured] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        captured.append(
+            Captured(
+                request.method,
+                request.path,
+                dict(request.headers),
+                request.content_type,
+                await request.read(),
+            )
+        )
+        return web.Response(
+            status=status, body=answer, content_type="application/json", headers=headers
+        )
+
+    async def main() -> SendResult:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        async with TestServer(app) as server, aiohttp.ClientSession() as session:
+            adapter = make_adapter(str(server.make_url("")).rstrip("/"))
+            return await adapter.send(session, batch, context)
+
+    result = asyncio.run(main())
+    assert len(captured) == 1, f"{len(captured)} requests sent"
+    return Exchange(captured[0], result)
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -113,6 +114,73 @@ def decode_json(body: bytes) -> Any:
         raise MalformedResponse("the answer is not JSON") from None
 
 
+def decode_json_exact(body: bytes) -> Any:
+    """Like `decode_json`, with JSON numbers that have a fraction read as Decimal."""
+    try:
+        return json.loads(body, parse_float=Decimal)
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedResponse("the answer is not JSON") from None
+
+
+def decimal_text(value: object) -> str | None:
+    """A provider's money figure as a decimal string, or None if it is not one.
+
+    Floats go through ``str`` first (``Decimal(str(0.03))`` is ``0.03``, never
+    ``0.0299999...``); with `decode_json_exact` they arrive as Decimal already.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        value = str(value)
+    if not isinstance(value, int | str | Decimal):
+        return None
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        return None
+    return str(number) if number.is_finite() else None
+
+
+def distinct_batches(
+    recipients: Sequence[Recipient],
+    batch_size: int,
+    max_parts: int,
+    key: Callable[[Recipient], Hashable] = lambda recipient: None,
+) -> list[list[Recipient]]:
+    """Requests for APIs that match replies by number (INTERFACE.md, "A job").
+
+    Every request holds recipients of one `key`, never one address twice, at
+    most `batch_size` recipients and at most `max_parts` parts (a recipient
+    costlier than that goes alone). First fit: a number given n times is
+    spread over n requests; the order of recipients is kept within each.
+    """
+    batches: list[list[Recipient]] = []
+    # Per key, the requests that still have room: (recipients, addresses, [parts]).
+    open_by_key: dict[Hashable, list[tuple[list[Recipient], set[str], list[int]]]] = {}
+    for recipient in recipients:
+        cost = recipient.cost_parts
+        candidates = open_by_key.setdefault(key(recipient), [])
+        position = next(
+            (
+                i
+                for i, (_, addresses, parts) in enumerate(candidates)
+                if recipient.address not in addresses and parts[0] + cost <= max_parts
+            ),
+            None,
+        )
+        if position is None:
+            batches.append([])
+            candidates.append((batches[-1], set(), [0]))
+            position = len(candidates) - 1
+        batch, addresses, parts = candidates[position]
+        batch.append(recipient)
+        addresses.add(recipient.address)
+        parts[0] += cost
+        if len(batch) >= batch_size or parts[0] >= max_parts:
+            del candidates[position]
+    return batches
+
+
 class Adapter(ABC):
     """Subclasses set the class attributes and implement the two steps."""
 
@@ -134,6 +202,11 @@ class Adapter(ABC):
 
     def url(self, path: str) -> str:
         return self.account.base_url + path
+
+    @property
+    def burst_parts(self) -> int:
+        """The most parts one request may carry: ``messages_per_second × burst_s``."""
+        return max(1, int(self.account.messages_per_second * self.account.burst_s))
 
     # -- step 0: grouping ---------------------------------------------------
     def group(self, recipients: Sequence[Recipient]) -> list[list[Recipient]]:

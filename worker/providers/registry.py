@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from worker.providers.base import Adapter
+from worker.providers.gosms import GosmsAdapter
 from worker.providers.sendbulk import SendbulkAdapter
 
-ADAPTERS: dict[str, type[Adapter]] = {adapter.kind: adapter for adapter in (SendbulkAdapter,)}
+ADAPTERS: dict[str, type[Adapter]] = {
+    adapter.kind: adapter for adapter in (SendbulkAdapter, GosmsAdapter)
+}
 
 
 def adapter_class(kind: str) -> type[Adapter]:
