@@ -26,6 +26,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'spec', ARGV[1], 'state', ARGV[2], 'total', ARGV[3],
            'created_at', ARGV[4], 'origin', ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[6])
+if ARGV[2] == 'scheduled' then redis.call('ZADD', KEYS[3], ARGV[7], ARGV[6]) end
 return 1
 """
 
@@ -99,18 +100,23 @@ def store_job(client: redis.Redis, job: Job, job_id: str, origin: str = "") -> b
     ``smsbulk.submit_job``) so that a redelivered submission is recognised.
     """
     spec = job.model_dump(mode="json", exclude={"messages", "job_id"})
-    state = "scheduled" if job.schedule_at is not None else "queued"
+    created_at = now_s()
+    schedule_s = job.schedule_at.timestamp() if job.schedule_at is not None else 0.0
+    # schedule_at in the past means now.
+    state = "scheduled" if schedule_s > created_at else "queued"
     created = client.eval(
         _CREATE_JOB,
-        2,
+        3,
         keys.job(job_id),
         keys.JOBS_INDEX,
+        keys.SCHEDULED,
         json.dumps(spec),
         state,
         len(job.messages),
-        repr(now_s()),
+        repr(created_at),
         origin,
         job_id,
+        repr(schedule_s),
     )
     if not created:
         return False
@@ -133,6 +139,12 @@ def write_blocks(client: redis.Redis, job: Job, job_id: str) -> None:
 def enqueue_plan(celery: Celery, job_id: str, priority: str) -> None:
     queue = keys.HIGH_QUEUE if priority == "high" else keys.NORMAL_QUEUE
     celery.send_task(keys.PLAN_JOB, args=[job_id], queue=queue, argsrepr=f"job_id={job_id}")
+
+
+def enqueue_plan_if_due(client: redis.Redis, celery: Celery, job_id: str, priority: str) -> None:
+    """Plan now, unless the job waits for its schedule (workers release it)."""
+    if client.hget(keys.job(job_id), "state") != b"scheduled":
+        enqueue_plan(celery, job_id, priority)
 
 
 def broker_app(redis_url: str) -> Celery:
@@ -169,7 +181,7 @@ class Producer:
         job_id = parsed.job_id or uuid.uuid4().hex
         if not store_job(self.redis, parsed, job_id):
             raise JobExists(job_id)
-        enqueue_plan(self.celery, job_id, parsed.priority)
+        enqueue_plan_if_due(self.redis, self.celery, job_id, parsed.priority)
         return job_id
 
     def status(self, job_id: str) -> JobStatus:

@@ -21,6 +21,7 @@ SEND_CHUNK = "smsbulk.send_chunk"
 BLOCK_SIZE = 1000
 
 JOBS_INDEX = f"{PREFIX}:jobs"  # sorted set: job id scored by created_at
+SCHEDULED = f"{PREFIX}:scheduled"  # sorted set: job id scored by schedule_at (epoch s)
 ACCOUNTS = f"{PREFIX}:accounts"  # hash: account name -> "kind\tsender", published by workers
 
 
@@ -47,6 +48,11 @@ def requests(job_id: str, chunk_no: int) -> str:
 def lease(job_id: str, chunk_no: int) -> str:
     """String: the worker currently sending the chunk (SET NX with expiry)."""
     return f"{PREFIX}:job:{job_id}:lease:{chunk_no}"
+
+
+def account_block(account: str) -> str:
+    """String: why the account's sending is stopped (bad credentials)."""
+    return f"{PREFIX}:blocked:{account}"
 
 
 def job_pattern(job_id: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -64,8 +65,10 @@ def test_phone_masked_in_message_kwargs_nested_and_positional(capsys: Cap) -> No
     first, second = records(err := stderr())
     assert first["event"] == "sending to +40*******78"
     assert first["to"] == "07******78"
+    # Timestamps carry digits of their own (microseconds): leave them out.
+    masked = re.sub(r'"timestamp": "[^"]*"', "", err)
     for digits in ("712345678", "345 678", "722", "123-456", "733123456", "744123456", "55123"):
-        assert digits not in err
+        assert digits not in masked
     assert second["event"].startswith("retry 07")
     assert first["csv"] == "PurePosixPath('/tmp/07******56.csv')"
 

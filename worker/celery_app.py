@@ -8,6 +8,7 @@ come back within it. JSON only: no pickle ever reaches a worker.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -17,6 +18,7 @@ from producer import keys
 from producer.accounts import ConfigError, read_config_file
 from producer.client import redis_url_from_env
 from worker.config import SettingsTable, parse_settings
+from worker.timing import Timing
 
 
 def _settings() -> SettingsTable:
@@ -32,14 +34,10 @@ def _settings() -> SettingsTable:
 
 
 SETTINGS = _settings()
-RECOVERY_S = int(SETTINGS.recovery_s)
-TASK_TIME_LIMIT_S = max(RECOVERY_S // 3, 5)
-# Countdowns (retries, schedule steps) plus the run must stay under visibility.
-MAX_COUNTDOWN_S = float(max(RECOVERY_S // 3, 1))
-LEASE_TTL_S = TASK_TIME_LIMIT_S + 10
+TIMING = Timing.from_recovery(SETTINGS.recovery_s)
 
 _transport: dict[str, Any] = {
-    "visibility_timeout": RECOVERY_S,
+    "visibility_timeout": TIMING.visibility_timeout_s,
     "unacked_restore_throttle": 1,
     "socket_timeout": 30,
     "socket_connect_timeout": 5,
@@ -61,18 +59,20 @@ app.conf.update(
     task_reject_on_worker_lost=True,
     task_acks_on_failure_or_timeout=True,
     worker_prefetch_multiplier=1,
-    task_time_limit=TASK_TIME_LIMIT_S,
-    task_soft_time_limit=TASK_TIME_LIMIT_S - 2,
+    task_time_limit=TIMING.task_time_limit_s,
+    task_soft_time_limit=TIMING.task_time_limit_s - 2,
     broker_transport_options=_transport,
-    result_backend_transport_options={"visibility_timeout": RECOVERY_S},
-    visibility_timeout=RECOVERY_S,
+    result_backend_transport_options={"visibility_timeout": TIMING.visibility_timeout_s},
+    visibility_timeout=TIMING.visibility_timeout_s,
     worker_send_task_events=True,
     task_send_sent_event=True,
     task_default_queue=keys.NORMAL_QUEUE,
     task_create_missing_queues=True,
     worker_hijack_root_logger=False,
     worker_soft_shutdown_timeout=30,
-    worker_cancel_long_running_tasks_on_connection_loss=True,
+    # Our tasks are idempotent (chunk lease, request states, fenced commits):
+    # let a task that lost the broker finish and record what it sent.
+    worker_cancel_long_running_tasks_on_connection_loss=False,
     broker_connection_retry_on_startup=True,
 )
 
@@ -111,8 +111,44 @@ def _check_config(**_: Any) -> None:
                 for name, account in config.accounts.items()
             },
         )
+        # A (re)started worker may carry fixed credentials: lift the stops.
+        client.delete(*(keys.account_block(name) for name in config.accounts))
     finally:
         client.close()
+
+
+_releaser: Any = None
+
+
+@signals.worker_ready.connect
+def _start_releaser(**_: Any) -> None:
+    """Release scheduled jobs from this worker's main process."""
+    global _releaser
+    import redis
+
+    from producer.client import enqueue_plan
+    from worker.logs import get_logger
+    from worker.scheduler import Releaser
+
+    client = redis.Redis.from_url(redis_url_from_env())
+    log = get_logger()
+
+    def enqueue(job_id: str) -> None:
+        raw = client.hget(keys.job(job_id), "spec")
+        priority = json.loads(raw).get("priority", "normal") if raw else "normal"
+        enqueue_plan(app, job_id, priority)
+        log.info("job_released", job_id=job_id)
+
+    _releaser = Releaser(
+        client, enqueue, lambda error: log.warning("release_failed", error=str(error))
+    )
+    _releaser.start()
+
+
+@signals.worker_shutdown.connect
+def _stop_releaser(**_: Any) -> None:
+    if _releaser is not None:
+        _releaser.stop()
 
 
 @signals.worker_process_shutdown.connect

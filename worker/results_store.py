@@ -75,6 +75,11 @@ return 0
 """
 
 
+# How long an account refused for its credentials stays stopped; a worker
+# restart (new configuration) lifts the block at once.
+ACCOUNT_BLOCK_S = 600
+
+
 @dataclass(slots=True)
 class JobSpec:
     job_id: str
@@ -160,6 +165,23 @@ class ResultsStore:
                 keys.requests(job_id, chunk_no),
                 mapping={k: json.dumps(v, separators=(",", ":")) for k, v in states.items()},
             )
+
+    async def drop_requests(self, job_id: str, chunk_no: int, request_ids: list[str]) -> None:
+        """Forget requests that were planned but never started."""
+        if request_ids:
+            await self.redis.hdel(keys.requests(job_id, chunk_no), *request_ids)
+
+    async def lease_ttl_s(self, job_id: str, chunk_no: int) -> float:
+        ttl_ms = await self.redis.pttl(keys.lease(job_id, chunk_no))
+        return max(int(ttl_ms), 0) / 1000
+
+    async def account_blocked(self, account: str) -> str | None:
+        raw = cast(bytes | None, await self.redis.get(keys.account_block(account)))
+        return None if raw is None else raw.decode()
+
+    async def block_account(self, account: str, reason: str) -> None:
+        """Stop an account's sending (bad credentials) instead of a retry storm."""
+        await self.redis.set(keys.account_block(account), reason, ex=ACCOUNT_BLOCK_S)
 
     async def commit(
         self,

@@ -17,18 +17,24 @@ from typing import Any, TypeVar
 
 import aiohttp
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from producer.client import redis_url_from_env
 from worker.config import Account, Config, load_config
 from worker.providers.base import Adapter
 from worker.providers.registry import adapter_class
+from worker.rate_limit import RateLimiter
 from worker.results_store import ResultsStore
+from worker.timing import Timing
 
 T = TypeVar("T")
 
 CONNECT_TIMEOUT_S = 10.0
-REQUEST_TIMEOUT_S = 60.0
 CONNECTIONS_PER_HOST = 32
+REDIS_RETRIES = 30
 
 
 class Runtime:
@@ -36,19 +42,28 @@ class Runtime:
         self.pid = os.getpid()
         self.config = config
         self.loop = asyncio.new_event_loop()
-        self.redis = aioredis.Redis.from_url(redis_url)
+        self.redis = aioredis.Redis.from_url(
+            redis_url,
+            # Ride out a Redis restart: a commit waits for the server to come back.
+            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), REDIS_RETRIES),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
         self.store = ResultsStore(self.redis)
+        self.limiter = RateLimiter(self.redis)
+        self.timing = Timing.from_recovery(config.settings.recovery_s)
         self._adapters: dict[str, Adapter] = {}
-        self.session = self.run(self._new_session())
+        self.session = self.run(self._new_session(self.timing.request_timeout_s))
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coroutine)
 
     @staticmethod
-    async def _new_session() -> aiohttp.ClientSession:
+    async def _new_session(timeout_s: float) -> aiohttp.ClientSession:
         # aiohttp binds a session to the running loop: create it inside ours.
         return aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S),
+            timeout=aiohttp.ClientTimeout(
+                total=timeout_s, sock_connect=min(CONNECT_TIMEOUT_S, timeout_s)
+            ),
             connector=aiohttp.TCPConnector(limit_per_host=CONNECTIONS_PER_HOST),
         )
 

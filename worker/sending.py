@@ -3,54 +3,51 @@
 A chunk's provider requests are recorded pending -> sending -> done. A pass
 first settles requests a killed worker left in ``sending`` (the job's
 delivery policy decides: ``unknown`` under at_most_once, sent again under
-at_least_once), then sends every recipient that is still pending. It
-returns the delay before the next pass if some recipients failed retryably.
+at_least_once), then sends every recipient that is still pending, each
+request after taking its parts from the account's global rate limit. It
+returns when the chunk should be looked at again, if it should: after a
+retryable failure's backoff, or when the rate limit has room again.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import aiohttp
 
 from producer.store import StoredOutcome, now_s
 from worker.chunking import chunk_range
-from worker.config import Account
 from worker.logs import get_logger
-from worker.providers.base import Adapter, JobContext, Recipient, RecipientResult, Verdict
+from worker.outcomes import from_result, is_final, simple
+from worker.providers.base import Adapter, JobContext, Recipient
+from worker.rate_limit import Limits, RateLimiter
 from worker.recipients import prepare
 from worker.results_store import ChunkData, JobSpec, ResultsStore, new_token
 from worker.retry import retry_delay_s
+from worker.timing import Timing
 
-FINAL = frozenset({"accepted", "rejected", "failed", "expired", "cancelled", "unknown"})
 REQUESTS_IN_FLIGHT_PER_CHUNK = 4
+INLINE_WAIT_MAX_S = 1.0  # longer waits give the worker back (the chunk is deferred)
+SENDING_STATES = ("running", "queued")
 
 
 @dataclass(slots=True)
 class PassResult:
-    retry_in_s: float | None = None
-    sent_requests: int = 0
-    recipients: int = 0
-    notes: list[str] = field(default_factory=list)
+    next_pass_in_s: float | None = None  # None: nothing left for this chunk to do
+    requests: int = 0
 
 
 def deadline_s(job: JobSpec) -> float | None:
+    """Validity counts from schedule_at, else from the job's creation."""
     minutes = job.spec.get("validity_minutes")
     if not minutes:
         return None
     start = job.spec.get("schedule_at")
-    from datetime import datetime
-
     start_s = datetime.fromisoformat(start).timestamp() if start else job.created_at
     return float(start_s + minutes * 60)
-
-
-def _outcome(
-    status: str, previous: StoredOutcome | None, *, e164: str | None, **fields: Any
-) -> StoredOutcome:
-    attempts = fields.pop("attempts", previous.attempts if previous else 0)
-    return StoredOutcome(status, e164=e164, attempts=attempts, updated_at=now_s(), **fields)
 
 
 async def fail_chunk(store: ResultsStore, job: JobSpec, chunk_no: int, reason: str) -> None:
@@ -58,23 +55,36 @@ async def fail_chunk(store: ResultsStore, job: JobSpec, chunk_no: int, reason: s
     indices = chunk_range(chunk_no, job.total, job.chunk_size)
     data = await store.chunk(job.job_id, chunk_no, indices)
     failed = {
-        i: _outcome("failed", out, e164=out.e164 if out else None, error=reason)
+        i: simple("failed", data.outcomes.get(i), error=reason)
         for i, _ in data.messages
-        if (out := data.outcomes.get(i)) is None or out.status not in FINAL
+        if not is_final(data.outcomes.get(i))
     }
-    await store.commit(job.job_id, chunk_no, failed)
+    if failed:
+        await store.commit(job.job_id, chunk_no, failed)
 
 
 class ChunkSender:
     def __init__(
-        self, store: ResultsStore, adapter: Adapter, job: JobSpec, chunk_no: int, cap_s: float
+        self,
+        store: ResultsStore,
+        limiter: RateLimiter,
+        adapter: Adapter,
+        job: JobSpec,
+        chunk_no: int,
+        timing: Timing,
     ) -> None:
         self.store = store
+        self.limiter = limiter
         self.adapter = adapter
-        self.account: Account = adapter.account
+        self.account = adapter.account
+        self.limits = Limits(
+            self.account.messages_per_second,
+            self.account.requests_per_second,
+            self.account.burst_s,
+        )
         self.job = job
         self.chunk_no = chunk_no
-        self.cap_s = cap_s
+        self.timing = timing
         self.at_most_once = job.spec.get("delivery_policy", "at_most_once") == "at_most_once"
         self.context = JobContext(
             job_id=job.job_id,
@@ -83,33 +93,38 @@ class ChunkSender:
             validity_minutes=job.spec.get("validity_minutes"),
         )
         self.log = get_logger(job_id=job.job_id, chunk=chunk_no, provider=self.account.name)
+        self._started = time.monotonic()
 
-    async def run(self, session: Any) -> PassResult:
+    async def _commit(self, outcomes: dict[int, StoredOutcome]) -> None:
+        if outcomes:
+            await self.store.commit(self.job.job_id, self.chunk_no, outcomes)
+
+    async def run(self, session: aiohttp.ClientSession) -> PassResult:
         indices = chunk_range(self.chunk_no, self.job.total, self.job.chunk_size)
         data = await self.store.chunk(self.job.job_id, self.chunk_no, indices)
         await self._settle_interrupted(data)
-        pending = [
-            (i, message)
-            for i, message in data.messages
-            if (out := data.outcomes.get(i)) is None or out.status not in FINAL
-        ]
-        result = PassResult()
+        await self.store.drop_requests(
+            self.job.job_id,
+            self.chunk_no,
+            [rid for rid, state in data.requests.items() if state.get("s") == "pending"],
+        )
+        pending = [(i, m) for i, m in data.messages if not is_final(data.outcomes.get(i))]
         if not pending:
-            return result
+            return PassResult()
+        blocked = await self.store.account_blocked(self.account.name)
         deadline = deadline_s(self.job)
-        if deadline is not None and now_s() > deadline:
-            expired = {
-                i: _outcome("expired", data.outcomes.get(i), e164=None, error="validity passed")
-                for i, _ in pending
-            }
-            await self.store.commit(self.job.job_id, self.chunk_no, expired)
-            return result
+        if blocked or (deadline is not None and now_s() > deadline):
+            status, reason = ("failed", blocked) if blocked else ("expired", "validity passed")
+            await self._commit(
+                {i: simple(status, data.outcomes.get(i), error=reason) for i, _ in pending}
+            )
+            return PassResult()
         recipients, rejections = prepare(
             self.adapter, pending, self.job.spec.get("text"), self.job.spec.get("sender")
         )
-        if rejections:
-            rejected = {
-                r.index: _outcome(
+        await self._commit(
+            {
+                r.index: simple(
                     "rejected",
                     data.outcomes.get(r.index),
                     e164=r.e164,
@@ -118,15 +133,15 @@ class ChunkSender:
                 )
                 for r in rejections
             }
-            await self.store.commit(self.job.job_id, self.chunk_no, rejected)
+        )
         batches = self.adapter.group(recipients)
         request_ids = [new_token()[:16] for _ in batches]
         await self.store.set_requests(
             self.job.job_id,
             self.chunk_no,
             {
-                rid: {"s": "pending", "i": [r.index for r in b]}
-                for rid, b in zip(request_ids, batches, strict=True)
+                rid: {"s": "pending", "i": [r.index for r in batch]}
+                for rid, batch in zip(request_ids, batches, strict=True)
             },
         )
         gate = asyncio.Semaphore(REQUESTS_IN_FLIGHT_PER_CHUNK)
@@ -135,49 +150,37 @@ class ChunkSender:
             async with gate:
                 return await self._send(session, request_id, batch, data)
 
-        delays = await asyncio.gather(
+        waits = await asyncio.gather(
             *(one(rid, b) for rid, b in zip(request_ids, batches, strict=True))
         )
-        waits = [d for d in delays if d is not None]
-        result.retry_in_s = max(waits) if waits else None
-        result.sent_requests = len(batches)
-        result.recipients = len(recipients)
-        return result
+        later = [wait for wait in waits if wait is not None]
+        # The latest of them, so that no retried recipient goes before its backoff.
+        return PassResult(next_pass_in_s=max(later) if later else None, requests=len(batches))
 
     async def _settle_interrupted(self, data: ChunkData) -> None:
         """Requests left in ``sending`` by a worker that died mid-request."""
         for request_id, state in data.requests.items():
             if state.get("s") != "sending":
                 continue
-            policy_outcomes: dict[int, StoredOutcome] = {}
+            settled: dict[int, StoredOutcome] = {}
             for index in state["i"]:
                 previous = data.outcomes.get(index)
-                if previous is not None and previous.status in FINAL:
+                if is_final(previous):
                     continue
                 attempts = max(state.get("a", 1), previous.attempts if previous else 0)
-                if self.at_most_once:
-                    outcome = _outcome(
-                        "unknown",
-                        previous,
-                        e164=previous.e164 if previous else None,
-                        attempts=attempts,
-                        error_code="interrupted",
-                        error="the worker stopped while the request was in flight",
-                    )
-                else:
-                    outcome = _outcome(
-                        "pending",
-                        previous,
-                        e164=previous.e164 if previous else None,
-                        attempts=attempts,
-                        error_code="interrupted",
-                        error="the worker stopped while the request was in flight; sending again",
-                    )
-                policy_outcomes[index] = outcome
-                data.outcomes[index] = outcome
+                gave_up = attempts >= self.account.max_attempts
+                status = "unknown" if self.at_most_once else ("failed" if gave_up else "pending")
+                what = "" if self.at_most_once else ("; gave up" if gave_up else "; sending again")
+                settled[index] = data.outcomes[index] = simple(
+                    status,
+                    previous,
+                    attempts=attempts,
+                    error_code="interrupted",
+                    error=f"the worker stopped while the request was in flight{what}",
+                )
             done = {"s": "done", "a": state.get("a", 1), "t": now_s(), "interrupted": True}
             await self.store.commit(
-                self.job.job_id, self.chunk_no, policy_outcomes, request_id, state["k"], done
+                self.job.job_id, self.chunk_no, settled, request_id, state["k"], done
             )
             self.log.warning(
                 "interrupted_request_settled",
@@ -186,9 +189,40 @@ class ChunkSender:
                 policy=self.job.spec.get("delivery_policy"),
             )
 
+    async def _may_start(self) -> float | None:
+        """None if a new request may start now, else when to look again."""
+        if time.monotonic() - self._started > self.timing.pass_budget_s:
+            return 0.0
+        if await self.store.state(self.job.job_id) not in SENDING_STATES:
+            return None  # paused or cancelled: whoever resumes enqueues the chunk
+        return -1.0
+
+    async def _acquire(self, cost_parts: int) -> float | None:
+        """Take rate-limit capacity; None when taken, else the wait to defer."""
+        while True:
+            decision = await self.limiter.try_acquire(self.account.name, self.limits, cost_parts)
+            if decision.allowed:
+                return None
+            if decision.wait_s > INLINE_WAIT_MAX_S:
+                return decision.wait_s
+            await asyncio.sleep(decision.wait_s)
+
     async def _send(
-        self, session: Any, request_id: str, batch: list[Recipient], data: ChunkData
+        self,
+        session: aiohttp.ClientSession,
+        request_id: str,
+        batch: list[Recipient],
+        data: ChunkData,
     ) -> float | None:
+        defer = await self._may_start()
+        if defer is None or defer >= 0 or await self.store.account_blocked(self.account.name):
+            await self.store.drop_requests(self.job.job_id, self.chunk_no, [request_id])
+            return defer if defer is not None and defer >= 0 else 0.0
+        wait_s = await self._acquire(sum(r.cost_parts for r in batch))
+        if wait_s is not None:
+            # Waiting for capacity is not a failure: no attempt is used.
+            await self.store.drop_requests(self.job.job_id, self.chunk_no, [request_id])
+            return min(wait_s, self.timing.max_countdown_s)
         attempt = 1 + max(
             (data.outcomes[r.index].attempts if r.index in data.outcomes else 0) for r in batch
         )
@@ -206,64 +240,48 @@ class ChunkSender:
                 }
             },
         )
+        started = time.monotonic()
         sent = await self.adapter.send(session, batch, self.context)
-        outcomes: dict[int, StoredOutcome] = {}
-        retry_wanted = False
-        for recipient, result in zip(batch, sent.results, strict=True):
-            outcome = self._outcome_for(recipient, result, attempt)
-            retry_wanted |= outcome.status == "pending"
-            outcomes[recipient.index] = outcome
+        outcomes = {
+            r.index: from_result(self.account, self.at_most_once, r, result, attempt)
+            for r, result in zip(batch, sent.results, strict=True)
+        }
         done = {"s": "done", "a": attempt, "t": now_s(), "http": sent.http_status}
         state = await self.store.commit(
             self.job.job_id, self.chunk_no, outcomes, request_id, token, done
         )
-        if state == "fenced":
-            self.log.warning("request_fenced", request=request_id)
         self.log.info(
             "provider_request",
             request=request_id,
             recipients=len(batch),
             attempt=attempt,
             http_status=sent.http_status,
+            latency_ms=round((time.monotonic() - started) * 1e3),
             job_state=state,
         )
-        if not retry_wanted:
+        if state == "fenced":
+            self.log.warning("request_fenced", request=request_id)
+        if sent.throttled:
+            factor = await self.limiter.throttled(self.account.name, sent.retry_after_s)
+            self.log.warning("provider_throttled", retry_after_s=sent.retry_after_s, factor=factor)
+        if sent.bad_credentials:
+            reason = self._credentials_reason(outcomes)
+            await self.store.block_account(self.account.name, reason)
+            self.log.error("account_blocked", reason=reason)
+        if not any(outcome.status == "pending" for outcome in outcomes.values()):
             return None
         return retry_delay_s(
             attempt,
             self.account.retry_base_s,
             self.account.retry_max_s,
             sent.retry_after_s,
-            self.cap_s,
+            self.timing.max_countdown_s,
         )
 
-    def _outcome_for(
-        self, recipient: Recipient, result: RecipientResult, attempt: int
-    ) -> StoredOutcome:
-        verdict = result.verdict
-        if verdict is Verdict.UNCERTAIN and self.at_most_once:
-            status = "unknown"
-        elif verdict in (Verdict.RETRY, Verdict.UNCERTAIN):
-            status = "pending" if attempt < self.account.max_attempts else "failed"
-        else:
-            status = str(verdict)
-        error = result.error
-        if status == "failed" and verdict is not Verdict.FAILED:
-            error = f"gave up after {attempt} attempts: {error}"
-        cost, currency = result.cost, result.currency
-        if status == "accepted" and cost is None and self.account.price_per_part is not None:
-            cost = str(self.account.price_per_part * Decimal(recipient.cost_parts))
-        if cost is not None and currency is None:
-            currency = self.account.currency
-        return StoredOutcome(
-            status,
-            e164=recipient.e164,
-            provider_message_id=result.provider_message_id,
-            segments=recipient.segments,
-            cost=cost,
-            currency=currency,
-            error_code=result.error_code,
-            error=error,
-            attempts=attempt,
-            updated_at=now_s(),
+    def _credentials_reason(self, outcomes: dict[int, StoredOutcome]) -> str:
+        first = next(iter(outcomes.values()), None)
+        said = f" ({first.error_code}: {first.error})" if first and first.error else ""
+        return (
+            f"account {self.account.name} stopped: the provider refused its credentials{said}; "
+            "fix them, restart the workers, then retry the job"
         )

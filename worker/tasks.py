@@ -1,4 +1,4 @@
-"""Celery tasks: submit -> plan -> send chunk (-> send chunk again on retry).
+"""Celery tasks: submit -> plan -> send chunk (-> send chunk again later).
 
 Every task takes ids, never recipients, texts or credentials, and shows
 only ids in Flower (``argsrepr``). Every task is idempotent: Redis can
@@ -16,20 +16,34 @@ from celery import Task
 
 from producer import keys
 from producer.accounts import load_accounts
-from producer.client import enqueue_plan, redis_url_from_env, store_job, validate_job, write_blocks
+from producer.client import (
+    enqueue_plan_if_due,
+    redis_url_from_env,
+    store_job,
+    validate_job,
+    write_blocks,
+)
 from producer.job import JobRefused
 from producer.store import now_s
-from worker.celery_app import LEASE_TTL_S, MAX_COUNTDOWN_S, app
+from worker.celery_app import TIMING, app
 from worker.chunking import chunk_count
 from worker.logs import get_logger
 from worker.results_store import new_token
-from worker.runtime import get_runtime
+from worker.runtime import Runtime, get_runtime
 from worker.sending import ChunkSender, fail_chunk
 
 log = get_logger()
 UNKNOWN_ACCOUNT_RETRIES = 10
 UNKNOWN_ACCOUNT_RETRY_S = 30
+UNEXPECTED_ERROR_RETRIES = 10
+UNEXPECTED_ERROR_RETRY_S = 15
 _redis: redis.Redis | None = None
+_MARK_RUNNING = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'queued' or state == 'scheduled' then
+  redis.call('HSET', KEYS[1], 'state', 'running')
+end
+"""
 
 
 def sync_redis() -> redis.Redis:
@@ -41,6 +55,16 @@ def sync_redis() -> redis.Redis:
 
 def queue_for(priority: str) -> str:
     return keys.HIGH_QUEUE if priority == "high" else keys.NORMAL_QUEUE
+
+
+def enqueue_chunk(job_id: str, chunk_no: int, queue: str, countdown_s: float = 0) -> None:
+    app.send_task(
+        keys.SEND_CHUNK,
+        args=[job_id, chunk_no],
+        queue=queue,
+        countdown=countdown_s or None,
+        argsrepr=f"job_id={job_id}, chunk={chunk_no}",
+    )
 
 
 @app.task(name=keys.SUBMIT_JOB, bind=True, ignore_result=False)
@@ -62,7 +86,7 @@ def submit_job(self: Task, job: dict[str, Any]) -> dict[str, Any]:
             return {"error": "job exists", "job_id": job_id}
         # Our own submission, delivered again: finish what it may have left undone.
         write_blocks(client, parsed, job_id)
-    enqueue_plan(app, job_id, parsed.priority)
+    enqueue_plan_if_due(client, app, job_id, parsed.priority)
     log.info("job_submitted", job_id=job_id, total=len(parsed.messages))
     return {"job_id": job_id}
 
@@ -71,50 +95,29 @@ def submit_job(self: Task, job: dict[str, Any]) -> dict[str, Any]:
 def plan_job(self: Task, job_id: str) -> None:
     """Split the job into chunks (index ranges) and enqueue one send task each."""
     client = sync_redis()
-    fields = cast(
+    raw_spec, raw_state, raw_total, raw_chunk_size = cast(
         list[bytes], client.hmget(keys.job(job_id), ["spec", "state", "total", "chunk_size"])
     )
-    if fields[0] is None:
+    if raw_spec is None:
         log.warning("plan_unknown_job", job_id=job_id)
         return
-    spec, state, total = json.loads(fields[0]), fields[1].decode(), int(fields[2])
+    spec, state, total = json.loads(raw_spec), raw_state.decode(), int(raw_total)
+    if state == "scheduled" and datetime.fromisoformat(spec["schedule_at"]).timestamp() > now_s():
+        return  # released by the scheduler when due
+    client.zrem(keys.SCHEDULED, job_id)
     if state not in ("queued", "scheduled"):
         return  # planned already (a redelivery), or paused/cancelled
-    priority = spec.get("priority", "normal")
-    if spec.get("schedule_at"):
-        wait_s = datetime.fromisoformat(spec["schedule_at"]).timestamp() - now_s()
-        if wait_s > 0:
-            # Short hops, never one long ETA (FIELD-NOTES: countdowns longer
-            # than the visibility timeout run several times).
-            self.apply_async(
-                args=[job_id],
-                countdown=min(wait_s, MAX_COUNTDOWN_S),
-                queue=queue_for(priority),
-                argsrepr=f"job_id={job_id}",
-            )
-            return
     account = get_runtime().config.accounts.get(spec["provider"])
     if account is None:
         _retry_unknown_account(self, job_id, spec["provider"])
-    chunk_size = int(fields[3] or 0) or (account.batch_size if account else keys.BLOCK_SIZE)
+    chunk_size = int(raw_chunk_size or 0) or (account.batch_size if account else keys.BLOCK_SIZE)
     client.hsetnx(keys.job(job_id), "chunk_size", chunk_size)
-    chunk_size = int(client.hget(keys.job(job_id), "chunk_size") or chunk_size)
+    chunk_size = int(cast(bytes, client.hget(keys.job(job_id), "chunk_size")))
     n_chunks = chunk_count(total, chunk_size)
-    queue = queue_for(priority)
+    queue = queue_for(spec.get("priority", "normal"))
     for chunk_no in range(n_chunks):
-        app.send_task(
-            keys.SEND_CHUNK,
-            args=[job_id, chunk_no],
-            queue=queue,
-            argsrepr=f"job_id={job_id}, chunk={chunk_no}",
-        )
-    client.eval(
-        "if redis.call('HGET', KEYS[1], 'state') == ARGV[1] then "
-        "redis.call('HSET', KEYS[1], 'state', 'running') end",
-        1,
-        keys.job(job_id),
-        state,
-    )
+        enqueue_chunk(job_id, chunk_no, queue)
+    client.eval(_MARK_RUNNING, 1, keys.job(job_id))
     log.info("job_planned", job_id=job_id, chunks=n_chunks, chunk_size=chunk_size)
 
 
@@ -131,36 +134,50 @@ def _retry_unknown_account(task: Task, job_id: str, account: str) -> None:
 def send_chunk(self: Task, job_id: str, chunk_no: int) -> None:
     runtime = get_runtime()
     job = runtime.run(runtime.store.job(job_id))
-    if job is not None and job.spec["provider"] not in runtime.config.accounts:
+    if job is None or job.state not in ("running", "queued"):
+        return  # gone, paused or cancelled: resume/retry enqueue again
+    queue = queue_for(job.spec.get("priority", "normal"))
+    if job.spec["provider"] not in runtime.config.accounts:
         _retry_unknown_account(self, job_id, job.spec["provider"])
         reason = f"account {job.spec['provider']} is not configured on the workers"
         runtime.run(fail_chunk(runtime.store, job, chunk_no, reason))
         return
-    retry_in_s = runtime.run(_send_chunk(job_id, chunk_no))
-    if retry_in_s is not None:
-        queue = (self.request.delivery_info or {}).get("routing_key") or keys.NORMAL_QUEUE
-        self.apply_async(
-            args=[job_id, chunk_no],
-            countdown=retry_in_s,
-            queue=queue,
-            argsrepr=f"job_id={job_id}, chunk={chunk_no}",
-        )
+    try:
+        next_pass_s = runtime.run(_send_chunk(runtime, job_id, chunk_no))
+    except Exception as error:
+        # A bug or a long Redis outage: never drop the chunk silently.
+        log.exception("chunk_failed", job_id=job_id, chunk=chunk_no)
+        if self.request.retries < UNEXPECTED_ERROR_RETRIES:
+            raise self.retry(
+                countdown=min(UNEXPECTED_ERROR_RETRY_S, TIMING.max_countdown_s),
+                max_retries=UNEXPECTED_ERROR_RETRIES,
+            ) from error
+        reason = f"internal error, gave up: {type(error).__name__}"
+        runtime.run(fail_chunk(runtime.store, job, chunk_no, reason))
+        return
+    if next_pass_s is not None:
+        enqueue_chunk(job_id, chunk_no, queue, next_pass_s)
 
 
-async def _send_chunk(job_id: str, chunk_no: int) -> float | None:
-    runtime = get_runtime()
+async def _send_chunk(runtime: Runtime, job_id: str, chunk_no: int) -> float | None:
     store = runtime.store
     job = await store.job(job_id)
     if job is None or job.state not in ("running", "queued"):
         return None
-    account = runtime.config.accounts[job.spec["provider"]]
     token = new_token()
-    if not await store.acquire_lease(job_id, chunk_no, token, LEASE_TTL_S):
-        log.info("chunk_busy", job_id=job_id, chunk=chunk_no)
-        return None  # another worker holds it: a duplicate delivery
+    if not await store.acquire_lease(job_id, chunk_no, token, TIMING.lease_ttl_s):
+        # Another delivery holds the chunk: it may be running, or it may have
+        # died (a killed pool child's task comes back at once). Look again
+        # when its lease runs out; the chunk's state decides what is left.
+        busy_s = await store.lease_ttl_s(job_id, chunk_no)
+        log.info("chunk_busy", job_id=job_id, chunk=chunk_no, retry_in_s=busy_s)
+        return min(busy_s + 1, TIMING.max_countdown_s)
     try:
-        sender = ChunkSender(store, runtime.adapter(account), job, chunk_no, MAX_COUNTDOWN_S)
+        account = runtime.config.accounts[job.spec["provider"]]
+        sender = ChunkSender(
+            store, runtime.limiter, runtime.adapter(account), job, chunk_no, TIMING
+        )
         result = await sender.run(runtime.session)
-        return result.retry_in_s
+        return result.next_pass_in_s
     finally:
         await store.release_lease(job_id, chunk_no, token)

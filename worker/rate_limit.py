@@ -1,0 +1,131 @@
+"""Global rate limits per provider account, shared by every worker process
+on every host through Redis.
+
+Hand-written because no maintained library does this with asyncio and
+redis-py 8 (``limits[redis]`` pins redis<8; FIELD-NOTES "Global rate
+limiting"). One Lua script runs GCRA for two limits at once — SMS parts per
+second and requests per second, each with ``burst_s`` of capacity — using
+the server's ``TIME``, so hosts with skewed clocks agree. Acquire once per
+provider request with its part count as the cost: the limiter costs nothing
+per recipient.
+
+Provider throttling (HTTP 429) halves the account's effective rate for every
+worker and blocks it until ``Retry-After``; the rate climbs back by 10 % of
+itself for each 10 s without throttling, computed lazily in the script.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from producer.keys import PREFIX
+
+MIN_FACTOR = 1 / 64
+RECOVERY_STEP_S = 10.0
+RECOVERY_GROWTH = 1.1
+
+# KEYS[1]: the account's limiter hash (tat_m, tat_r, factor, throttled_at, until)
+# ARGV: parts per second, requests per second, burst_s, cost in parts,
+#       min factor, recovery step s, recovery growth
+# Returns {allowed 0|1, wait in microseconds (string), effective factor (string)}
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local mps, rps = tonumber(ARGV[1]), tonumber(ARGV[2])
+local burst, cost = tonumber(ARGV[3]), tonumber(ARGV[4])
+local min_factor, step, growth = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local h = redis.call('HMGET', KEYS[1], 'tat_m', 'tat_r', 'factor', 'throttled_at', 'until')
+local tat_m, tat_r = tonumber(h[1]) or now, tonumber(h[2]) or now
+local factor, throttled_at = tonumber(h[3]) or 1, tonumber(h[4]) or 0
+local block_until = tonumber(h[5]) or 0
+if factor < 1 then
+  local steps = math.floor((now - throttled_at) / step)
+  if steps > 0 then factor = math.min(1, factor * growth ^ steps) end
+  if factor < min_factor then factor = min_factor end
+end
+if now < block_until then
+  return {0, tostring(math.ceil((block_until - now) * 1e6)), tostring(factor)}
+end
+local new_m = math.max(tat_m, now) + cost / (mps * factor)
+local new_r = math.max(tat_r, now) + 1 / (rps * factor)
+local wait = math.max(new_m - now - burst, new_r - now - burst, 0)
+if wait > 0 then
+  return {0, tostring(math.ceil(wait * 1e6)), tostring(factor)}
+end
+redis.call('HSET', KEYS[1], 'tat_m', tostring(new_m), 'tat_r', tostring(new_r))
+redis.call('EXPIRE', KEYS[1], 3600)
+return {1, '0', tostring(factor)}
+"""
+
+# KEYS[1]: the limiter hash. ARGV: retry-after s, min factor, step s, growth.
+_THROTTLED = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local h = redis.call('HMGET', KEYS[1], 'factor', 'throttled_at', 'until')
+local factor, throttled_at = tonumber(h[1]) or 1, tonumber(h[2]) or 0
+local block_until = tonumber(h[3]) or 0
+local min_factor, step, growth = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if factor < 1 then
+  local steps = math.floor((now - throttled_at) / step)
+  if steps > 0 then factor = math.min(1, factor * growth ^ steps) end
+end
+-- Several workers see the same burst of 429s: halve once per second at most.
+if now - throttled_at >= 1 then factor = math.max(min_factor, factor / 2) end
+local retry_after = tonumber(ARGV[1])
+if now + retry_after > block_until then block_until = now + retry_after end
+redis.call('HSET', KEYS[1], 'factor', tostring(factor), 'throttled_at', tostring(now),
+           'until', tostring(block_until))
+redis.call('EXPIRE', KEYS[1], 3600)
+return tostring(factor)
+"""
+
+
+def limiter_key(account_name: str) -> str:
+    return f"{PREFIX}:rate:{account_name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    messages_per_second: float
+    requests_per_second: float
+    burst_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    wait_s: float
+    factor: float  # the account's effective share of its configured rate
+
+
+class RateLimiter:
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._acquire = client.register_script(_ACQUIRE)
+        self._throttled = client.register_script(_THROTTLED)
+
+    async def try_acquire(self, account: str, limits: Limits, cost_parts: int) -> Decision:
+        """Take capacity for one request of ``cost_parts`` parts, or say how
+        long until it would fit. Never blocks; taking nothing costs nothing."""
+        allowed, wait_us, factor = await self._acquire(
+            keys=[limiter_key(account)],
+            args=[
+                limits.messages_per_second,
+                limits.requests_per_second,
+                limits.burst_s,
+                cost_parts,
+                MIN_FACTOR,
+                RECOVERY_STEP_S,
+                RECOVERY_GROWTH,
+            ],
+        )
+        return Decision(bool(int(allowed)), int(wait_us) / 1e6, float(factor))
+
+    async def throttled(self, account: str, retry_after_s: float | None) -> float:
+        """The provider said 429: halve the account's rate for every worker."""
+        factor = await self._throttled(
+            keys=[limiter_key(account)],
+            args=[retry_after_s or 0, MIN_FACTOR, RECOVERY_STEP_S, RECOVERY_GROWTH],
+        )
+        return float(factor)

@@ -1,0 +1,37 @@
+"""Every time limit derived from ``recovery_s``, in one place (pure).
+
+FIELD-NOTES: with acks late, kombu hands a delivered task to another worker
+once it is older than the visibility timeout, and the sweep runs every 10 s.
+So the visibility timeout is ``recovery_s`` minus that sweep, and the hard
+task time limit, any countdown and a chunk pass's budget stay well under it:
+a task is never redelivered while it still runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+RESTORE_SWEEP_S = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    visibility_timeout_s: int
+    task_time_limit_s: int
+    max_countdown_s: float  # longest Celery countdown (retries, deferrals)
+    pass_budget_s: float  # no new provider request starts after this much of a pass
+    request_timeout_s: float  # one provider request, connect to last byte
+    lease_ttl_s: int  # a chunk's lease outlives the task that holds it
+
+    @classmethod
+    def from_recovery(cls, recovery_s: float) -> Timing:
+        visibility = max(int(recovery_s) - RESTORE_SWEEP_S, 10)
+        limit = max(visibility // 3, 5)
+        return cls(
+            visibility_timeout_s=visibility,
+            task_time_limit_s=limit,
+            max_countdown_s=float(max(visibility // 3, 1)),
+            pass_budget_s=limit / 3,
+            request_timeout_s=min(60.0, limit / 3),
+            lease_ttl_s=limit + 5,
+        )
