@@ -20,7 +20,7 @@ def stack(valkey: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     url = valkey.connection_url  # type: ignore[attr-defined]
     redis.Redis.from_url(url).flushall()
     built = make_stack(url, tmp_path_factory.mktemp("providers"), workers=0)
-    add_provider_accounts(built, ["gosms"])
+    add_provider_accounts(built, ["gosms", "uspeedo"])
     built.add_worker()
     try:
         yield built
@@ -86,3 +86,39 @@ def test_gosms_batch_and_single_sends_record_ids_costs_and_reject_invalid_number
     assert row["client_id"] is None  # the sandbox's mark of a single send
     assert (single[0].status, single[0].provider_message_id) == ("accepted", row["message_id"])
     assert (single[0].cost, single[0].currency) == ("0.03", "EUR")
+
+
+def test_uspeedo_sends_templates_records_session_numbers_and_failed_target_phones(
+    stack: Stack,
+) -> None:
+    outcomes = run(
+        stack,
+        {
+            "provider": "uspeedo",
+            "template_id": "otp_1",
+            "messages": [
+                {"to": "0712345678", "params": ["1234"]},
+                {"to": "+690 7290", "params": ["5678"]},  # valid, but the sandbox fails it
+                {"to": "12", "params": ["0000"]},
+                {"to": "0712345678", "params": ["9999"]},  # the same number: another request
+                {"to": "0722123456"},
+            ],
+        },
+    )
+    rows = sent_rows(stack, "uspeedo")
+    by_params = {row["text"]: row for row in rows}
+    assert len(rows) == 3 and all(row["sender"] == "uSpeedo" for row in rows)
+    assert sorted(row["number"] for row in rows) == ["40712345678", "40712345678", "40722123456"]
+    for index, text in ((0, 'otp_1 ["1234"]'), (3, 'otp_1 ["9999"]'), (4, "otp_1 []")):
+        outcome = outcomes[index]
+        assert outcome.status == "accepted", outcome
+        assert outcome.provider_message_id == by_params[text]["message_id"]
+        assert outcome.segments is None and outcome.cost is None
+    assert outcomes[0].provider_message_id != outcomes[3].provider_message_id
+    failed = outcomes[1]
+    assert (failed.status, failed.error, failed.e164) == (
+        "failed",
+        "Invalid phone number",
+        "+6907290",
+    )
+    assert outcomes[2].status == "rejected" and outcomes[2].attempts == 0

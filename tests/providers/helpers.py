@@ -102,3 +102,18 @@ def send_to_local(
 
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def assert_requests_partition(
+    recipients: Sequence[Recipient],
+    groups: Sequence[Sequence[Recipient]],
+    batch_size: int,
+    burst_parts: int,
+) -> None:
+    """What every by-number adapter's grouping must hold (INTERFACE.md, "A job")."""
+    assert sorted(r.index for g in groups for r in g) == sorted(r.index for r in recipients)
+    for group in groups:
+        assert group, "an empty request"
+        assert len(group) <= batch_size
+        assert len({r.address for r in group}) == len(group), "a number twice in one request"
+        assert len(group) == 1 or sum(r.cost_parts for r in group) <= burst_parts

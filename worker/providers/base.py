@@ -11,6 +11,7 @@ provider's body means is decided in that provider's module.
 
 from __future__ import annotations
 
+import base64
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -112,6 +113,14 @@ def decode_json(body: bytes) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise MalformedResponse("the answer is not JSON") from None
+
+
+def basic_auth(user: str, password: str) -> str:
+    """An ``Authorization`` header value: ``Basic base64(user:password)`` (UTF-8).
+
+    Built here rather than with aiohttp.BasicAuth, deprecated in aiohttp 3.14.
+    """
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
 def decode_json_exact(body: bytes) -> Any:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from worker.providers.base import Adapter
 from worker.providers.gosms import GosmsAdapter
 from worker.providers.sendbulk import SendbulkAdapter
+from worker.providers.uspeedo import UspeedoAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
-    adapter.kind: adapter for adapter in (SendbulkAdapter, GosmsAdapter)
+    adapter.kind: adapter for adapter in (SendbulkAdapter, GosmsAdapter, UspeedoAdapter)
 }
 
 
