@@ -9,6 +9,7 @@ from producer import Producer
 from producer.job import JobStatus
 
 ENDED = ("completed", "cancelled")
+PLAIN_LINE_EVERY_S = 5.0
 
 
 def render(status: JobStatus, rate_per_s: float, width: int = 30) -> str:
@@ -28,7 +29,7 @@ def wait_for_job(
     producer: Producer, job_id: str, timeout_s: float | None, interval_s: float = 0.5
 ) -> bool:
     """True once the job is completed or cancelled; False on timeout."""
-    started = last_time = time.monotonic()
+    started = last_time = last_line = time.monotonic()
     last_done = None
     rate = 0.0
     tty = sys.stderr.isatty()
@@ -43,6 +44,10 @@ def wait_for_job(
         line = render(status, rate)
         if tty:
             sys.stderr.write(line)
+        elif now - last_line >= PLAIN_LINE_EVERY_S:
+            # Not a terminal (a log, CI): a plain line now and then.
+            sys.stderr.write(line.lstrip("\r") + "\n")
+            last_line = now
         ended = status.state in ENDED
         if ended or (timeout_s is not None and now - started > timeout_s):
             sys.stderr.write(("" if tty else line.lstrip("\r")) + "\n")

@@ -33,6 +33,7 @@ from worker.runtime import Runtime, get_runtime
 from worker.sending import ChunkSender, fail_chunk
 
 log = get_logger()
+CELERY_MAX_MESSAGES = 50_000  # INTERFACE.md: larger jobs go through Python or HTTP
 UNKNOWN_ACCOUNT_RETRIES = 10
 UNKNOWN_ACCOUNT_RETRY_S = 30
 UNEXPECTED_ERROR_RETRIES = 10
@@ -74,6 +75,10 @@ def submit_job(self: Task, job: dict[str, Any]) -> dict[str, Any]:
     making a second one."""
     client = sync_redis()
     task_id = str(self.request.id)
+    messages = job.get("messages") if isinstance(job, dict) else None
+    if isinstance(messages, list) and len(messages) > CELERY_MAX_MESSAGES:
+        error = f"at most {CELERY_MAX_MESSAGES} via Celery; submit larger jobs in Python or HTTP"
+        return {"error": "invalid job", "errors": [{"field": "messages", "msg": error}]}
     try:
         parsed = validate_job(job, load_accounts(client))
     except JobRefused as refused:
