@@ -110,6 +110,9 @@ def test_celery_clients_submit_through_the_ingest_queue(stack: Stack) -> None:
     answer = invalid.get(timeout=60)
     assert answer["error"] == "invalid job"
     assert {e["field"] for e in answer["errors"]} == {"messages"}
+    too_big = dict(job, messages=[{"to": "0712345678"}] * 50_001)
+    answer = client.send_task(keys.SUBMIT_JOB, args=[too_big], queue=keys.INGEST_QUEUE).get(60)
+    assert answer["error"] == "invalid job" and "Python or HTTP" in answer["errors"][0]["msg"]
     client.close()
 
 
