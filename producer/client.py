@@ -12,6 +12,10 @@ from typing import Any, cast
 import redis
 from celery import Celery
 from pydantic import ValidationError
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 from producer import keys
 from producer.accounts import AccountInfo, load_accounts
@@ -45,8 +49,20 @@ class NoSuchJob(Exception):
         self.job_id = job_id
 
 
+REDIS_RETRIES = 30
+
+
 def redis_url_from_env() -> str:
     return os.environ.get("SMSBULK_REDIS_URL", DEFAULT_REDIS_URL)
+
+
+def connect(redis_url: str) -> redis.Redis:
+    """A Redis client that rides out a server restart (about 30 s of retries)."""
+    return redis.Redis.from_url(
+        redis_url,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), REDIS_RETRIES),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
 
 
 def validate_job(job: Job | dict[str, Any] | str | bytes, accounts: dict[str, AccountInfo]) -> Job:
@@ -159,7 +175,7 @@ class Producer:
 
     def __init__(self, redis_url: str | None = None, config_path: str | None = None) -> None:
         self.redis_url = redis_url or redis_url_from_env()
-        self.redis = redis.Redis.from_url(self.redis_url)
+        self.redis = connect(self.redis_url)
         self._config_path = config_path
         self._celery: Celery | None = None
 

@@ -16,7 +16,7 @@ from celery import Celery, signals
 
 from producer import keys
 from producer.accounts import ConfigError, read_config_file
-from producer.client import redis_url_from_env
+from producer.client import connect, redis_url_from_env
 from worker.config import SettingsTable, parse_settings
 from worker.timing import Timing
 
@@ -92,7 +92,6 @@ def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
 def _check_config(**_: Any) -> None:
     """Fail at start-up, naming the key, if the accounts are misconfigured;
     then publish account names and kinds for producers on other hosts."""
-    import redis
 
     from producer.accounts import AccountInfo, registry_value
     from worker.config import load_config
@@ -102,7 +101,7 @@ def _check_config(**_: Any) -> None:
     except ConfigError as error:
         # Celery logs and swallows exceptions from signal handlers; exit instead.
         raise SystemExit(f"smsbulk: configuration error: {error}") from None
-    client = redis.Redis.from_url(redis_url_from_env())
+    client = connect(redis_url_from_env())
     try:
         client.hset(
             keys.ACCOUNTS,
@@ -124,13 +123,12 @@ _releaser: Any = None
 def _start_releaser(**_: Any) -> None:
     """Release scheduled jobs from this worker's main process."""
     global _releaser
-    import redis
 
     from producer.client import enqueue_plan
     from worker.logs import get_logger
     from worker.scheduler import Releaser
 
-    client = redis.Redis.from_url(redis_url_from_env())
+    client = connect(redis_url_from_env())
     log = get_logger()
 
     def enqueue(job_id: str) -> None:

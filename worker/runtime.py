@@ -22,7 +22,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from producer.client import redis_url_from_env
+from producer.client import REDIS_RETRIES, redis_url_from_env
 from worker.config import Account, Config, load_config
 from worker.providers.base import Adapter
 from worker.providers.registry import adapter_class
@@ -34,7 +34,6 @@ T = TypeVar("T")
 
 CONNECT_TIMEOUT_S = 10.0
 CONNECTIONS_PER_HOST = 32
-REDIS_RETRIES = 30
 
 
 class Runtime:
@@ -44,7 +43,8 @@ class Runtime:
         self.loop = asyncio.new_event_loop()
         self.redis = aioredis.Redis.from_url(
             redis_url,
-            # Ride out a Redis restart: a commit waits for the server to come back.
+            # Ride out a Redis restart, like producer.client.connect: a commit
+            # waits for the server to come back.
             retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), REDIS_RETRIES),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )

@@ -17,6 +17,7 @@ from celery import Task
 from producer import keys
 from producer.accounts import load_accounts
 from producer.client import (
+    connect,
     enqueue_plan_if_due,
     redis_url_from_env,
     store_job,
@@ -50,7 +51,7 @@ end
 def sync_redis() -> redis.Redis:
     global _redis
     if _redis is None:
-        _redis = redis.Redis.from_url(redis_url_from_env())
+        _redis = connect(redis_url_from_env())
     return _redis
 
 
