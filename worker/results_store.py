@@ -69,6 +69,16 @@ end
 return state
 """
 
+# KEYS: job hash, requests hash. ARGV: request id, sending-state JSON.
+# A request starts only while its job is running: after a pause or a cancel
+# returns, no new provider request of the job starts.
+_BEGIN = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'running' and state ~= 'queued' then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+"""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -106,6 +116,7 @@ class ResultsStore:
         self.redis = client
         self._commit = client.register_script(_COMMIT)
         self._release = client.register_script(_RELEASE)
+        self._begin = client.register_script(_BEGIN)
         self._final_codes = json.dumps(FINAL_CODES)
 
     async def job(self, job_id: str) -> JobSpec | None:
@@ -165,6 +176,16 @@ class ResultsStore:
                 keys.requests(job_id, chunk_no),
                 mapping={k: json.dumps(v, separators=(",", ":")) for k, v in states.items()},
             )
+
+    async def begin_request(
+        self, job_id: str, chunk_no: int, request_id: str, state: dict[str, Any]
+    ) -> bool:
+        """Mark a request ``sending`` if its job still runs; False if it does not."""
+        started = await self._begin(
+            keys=[keys.job(job_id), keys.requests(job_id, chunk_no)],
+            args=[request_id, json.dumps(state, separators=(",", ":"))],
+        )
+        return bool(started)
 
     async def drop_requests(self, job_id: str, chunk_no: int, request_ids: list[str]) -> None:
         """Forget requests that were planned but never started."""

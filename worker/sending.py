@@ -31,7 +31,6 @@ from worker.timing import Timing
 
 REQUESTS_IN_FLIGHT_PER_CHUNK = 4
 INLINE_WAIT_MAX_S = 1.0  # longer waits give the worker back (the chunk is deferred)
-SENDING_STATES = ("running", "queued")
 
 
 @dataclass(slots=True)
@@ -189,14 +188,6 @@ class ChunkSender:
                 policy=self.job.spec.get("delivery_policy"),
             )
 
-    async def _may_start(self) -> float | None:
-        """None if a new request may start now, else when to look again."""
-        if time.monotonic() - self._started > self.timing.pass_budget_s:
-            return 0.0
-        if await self.store.state(self.job.job_id) not in SENDING_STATES:
-            return None  # paused or cancelled: whoever resumes enqueues the chunk
-        return -1.0
-
     async def _acquire(self, cost_parts: int) -> float | None:
         """Take rate-limit capacity; None when taken, else the wait to defer."""
         while True:
@@ -214,10 +205,11 @@ class ChunkSender:
         batch: list[Recipient],
         data: ChunkData,
     ) -> float | None:
-        defer = await self._may_start()
-        if defer is None or defer >= 0 or await self.store.account_blocked(self.account.name):
+        out_of_time = time.monotonic() - self._started > self.timing.pass_budget_s
+        if out_of_time or await self.store.account_blocked(self.account.name):
+            # The next pass goes on (or fails the rest, for a stopped account).
             await self.store.drop_requests(self.job.job_id, self.chunk_no, [request_id])
-            return defer if defer is not None and defer >= 0 else 0.0
+            return 0.0
         wait_s = await self._acquire(sum(r.cost_parts for r in batch))
         if wait_s is not None:
             # Waiting for capacity is not a failure: no attempt is used.
@@ -227,19 +219,17 @@ class ChunkSender:
             (data.outcomes[r.index].attempts if r.index in data.outcomes else 0) for r in batch
         )
         token = new_token()
-        await self.store.set_requests(
-            self.job.job_id,
-            self.chunk_no,
-            {
-                request_id: {
-                    "s": "sending",
-                    "a": attempt,
-                    "t": now_s(),
-                    "k": token,
-                    "i": [r.index for r in batch],
-                }
-            },
-        )
+        sending = {
+            "s": "sending",
+            "a": attempt,
+            "t": now_s(),
+            "k": token,
+            "i": [r.index for r in batch],
+        }
+        if not await self.store.begin_request(self.job.job_id, self.chunk_no, request_id, sending):
+            # Paused or cancelled meanwhile: whoever resumes enqueues the chunk again.
+            await self.store.drop_requests(self.job.job_id, self.chunk_no, [request_id])
+            return None
         started = time.monotonic()
         sent = await self.adapter.send(session, batch, self.context)
         outcomes = {
