@@ -20,7 +20,7 @@ def stack(valkey: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     url = valkey.connection_url  # type: ignore[attr-defined]
     redis.Redis.from_url(url).flushall()
     built = make_stack(url, tmp_path_factory.mktemp("providers"), workers=0)
-    add_provider_accounts(built, ["gosms", "uspeedo"])
+    add_provider_accounts(built)
     built.add_worker()
     try:
         yield built
@@ -78,6 +78,8 @@ def test_gosms_batch_and_single_sends_record_ids_costs_and_reject_invalid_number
         assert outcome.provider_message_id == rows[number]["message_id"]
         assert (outcome.cost, outcome.currency) == (cost, "EUR")
     assert outcomes[3].segments == 2 and outcomes[3].e164 == "+40722123456"
+    stats = stack.sandbox_get("/_sandbox/stats")
+    assert (stats["errors"], stats["notices"]) == (0, 0)  # scheduleDatetime read, not ignored
 
     # One recipient goes through /v1/message/send: its cost is balanceDeduction.
     stack.sandbox_post("/_sandbox/reset")
@@ -122,3 +124,51 @@ def test_uspeedo_sends_templates_records_session_numbers_and_failed_target_phone
         "+6907290",
     )
     assert outcomes[2].status == "rejected" and outcomes[2].attempts == 0
+
+
+def test_voipcomm_sends_one_text_to_many_numbers_and_maps_the_send_log_by_number(
+    stack: Stack,
+) -> None:
+    text = "Your order has shipped"
+    outcomes = run(
+        stack,
+        {
+            "provider": "voipcomm",
+            "text": text,
+            "schedule_at": (datetime.now(UTC) - timedelta(minutes=5)).isoformat(),
+            "messages": [
+                {"to": "0712345678"},
+                {"to": "0722123456"},
+                {"to": "0712345678"},  # the same number again: another request
+                {"to": "+690 7290"},  # valid, but the sandbox's send_log refuses it
+                {"to": "12"},
+                {"to": "0733000111", "text": "x" * 161},  # its own text: its own request
+            ],
+        },
+    )
+    rows = sent_rows(stack, "voipcomm")
+    assert all(row["sender"] is None for row in rows)  # no from: the bulk route
+    ids: dict[tuple[str, str], set[str]] = {}
+    for row in rows:
+        ids.setdefault((row["number"], row["text"]), set()).add(row["message_id"])
+    assert {key: len(found) for key, found in ids.items()} == {
+        ("40712345678", text): 2,
+        ("40722123456", text): 1,
+        ("40733000111", "x" * 161): 1,
+    }
+    assert {outcomes[0].provider_message_id, outcomes[2].provider_message_id} == ids[
+        ("40712345678", text)
+    ]
+    assert {outcomes[1].provider_message_id} == ids[("40722123456", text)]
+    assert {outcomes[5].provider_message_id} == ids[("40733000111", "x" * 161)]
+    for index, cost in ((0, "0.01"), (1, "0.01"), (2, "0.01"), (5, "0.02")):
+        outcome = outcomes[index]
+        assert outcome.status == "accepted", outcome
+        assert (outcome.cost, outcome.currency) == (cost, "USD")  # currency: the account's
+    failed = outcomes[3]
+    assert (failed.status, failed.error_code, failed.error) == (
+        "failed",
+        "400",
+        "Invalid destination number",
+    )
+    assert outcomes[4].status == "rejected"

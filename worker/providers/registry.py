@@ -6,9 +6,11 @@ from worker.providers.base import Adapter
 from worker.providers.gosms import GosmsAdapter
 from worker.providers.sendbulk import SendbulkAdapter
 from worker.providers.uspeedo import UspeedoAdapter
+from worker.providers.voipcomm import VoipcommAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
-    adapter.kind: adapter for adapter in (SendbulkAdapter, GosmsAdapter, UspeedoAdapter)
+    adapter.kind: adapter
+    for adapter in (SendbulkAdapter, GosmsAdapter, UspeedoAdapter, VoipcommAdapter)
 }
 
 
