@@ -123,13 +123,7 @@ def test_bad_credentials_get_401(sandbox, probe, headers, path):
         ({"recipient": "0712345678", "message": "Hi", "sender": 5}, "sender must be a string"),
         ({"recipient": "0712345678", "message": "Hi", "validity": "60"}, "validity"),
         ({"recipient": "0712345678", "message": "Hi", "validity": True}, "validity"),
-        ({"recipient": "0712345678", "message": "Hi", "validity": -1}, "validity"),
-        ({"recipient": "0712345678", "message": "Hi", "scheduleDatetime": "2030-01-02T03:04:05Z"},
-         "scheduleDatetime"),
-        ({"recipient": "0712345678", "message": "Hi", "scheduleDatetime": "2030-02-30 03:04:05"},
-         "scheduleDatetime"),
-        ({"recipient": "0712345678", "message": "Hi", "scheduleDatetime": "2030-01-02 3:04:05"},
-         "scheduleDatetime"),
+        ({"recipient": "0712345678", "message": "Hi", "validity": 1.5}, "validity"),
         ([], "body must be a JSON object"),
     ],
 )  # fmt: skip
@@ -142,6 +136,49 @@ def test_single_refusals(sandbox, probe, body, problem):
         stats = await probe.stats(client)
         assert stats["items"] == 0 and stats["errors"] == 1
         assert stats["last_error"].startswith("gosms: ")
+
+    sandbox(scenario)
+
+
+@pytest.mark.parametrize(
+    ("extra", "notice"),
+    [
+        ({"scheduleDatetime": "2030-01-02T03:04:05Z"}, "scheduleDatetime is neither"),
+        ({"scheduleDatetime": "2030-02-30 03:04:05"}, "scheduleDatetime is neither"),
+        ({"scheduleDatetime": "2030-01-02 3:04:05"}, "scheduleDatetime is neither"),
+        ({"scheduleDatetime": 20300102}, "scheduleDatetime is neither"),
+        ({"validity": -1}, "validity is negative"),
+        ({"validity": 0}, None),
+    ],
+)
+def test_values_the_document_says_are_ignored_are_accepted_with_a_notice(
+    sandbox, probe, extra, notice
+):
+    """001: "If missing or invalid, the server's current time will be used";
+    a validity defines something only "if provided and greater than 0"."""
+    body = {"recipient": "0712345678", "message": "Hi", **extra}
+
+    async def scenario(client: Client) -> None:
+        response = await client.post(SINGLE, json=body, headers=AUTH)
+        assert response.status == 200 and (await response.json())["success"] is True
+        stats = await probe.stats(client)
+        assert stats["items"] == 1 and stats["errors"] == 0
+        if notice is None:
+            assert (stats["notices"], stats["last_notice"]) == (0, None)
+        else:
+            assert stats["notices"] == 1 and stats["last_notice"].startswith(f"gosms: {notice}")
+
+    sandbox(scenario)
+
+
+def test_a_batch_notice_names_the_message(sandbox, probe):
+    body = {"messages": [_message(0), {**_message(1), "scheduleDatetime": "soon"}]}
+
+    async def scenario(client: Client) -> None:
+        assert (await client.post(BATCH, json=body, headers=AUTH)).status == 200
+        stats = await probe.stats(client)
+        assert stats["items"] == 2 and stats["notices"] == 1
+        assert stats["last_notice"].startswith("gosms: messages[1].scheduleDatetime is neither")
 
     sandbox(scenario)
 

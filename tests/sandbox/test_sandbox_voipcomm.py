@@ -105,9 +105,9 @@ def test_bad_credentials_get_401(sandbox, probe, auth):
         ("to=12812345678,&msg=Hi", "to must be numbers of digits separated by commas"),
         ("to=12812345678,%2012812345679&msg=Hi", "to must be numbers"),
         ("to=12812345678&msg=Hi&from=Shop", "from must be one of your numbers"),
-        ("to=12812345678&msg=Hi&delivery_date=2030-01-01", "delivery_date must be"),
-        ("to=12812345678&msg=Hi&delivery_date=2030-01-01T10:00", "delivery_date must be"),
         ("to=12812345678&msg=Hi&delivery_date=2030-13-01 10:00", "delivery_date must be"),
+        ("to=12812345678&msg=Hi&delivery_date=tomorrow", "delivery_date must be"),
+        ("to=12812345678&msg=Hi&delivery_date=2030-01-01 25:00", "delivery_date must be"),
         ("to=12812345678&&msg=Hi", "not form-encoded"),
     ],
 )
@@ -121,6 +121,33 @@ def test_refusals(sandbox, probe, raw, problem):
         stats = await probe.stats(client)
         assert stats["items"] == 0 and stats["errors"] == 1
         assert stats["last_error"].startswith("voipcomm: 400")
+
+    sandbox(scenario)
+
+
+@pytest.mark.parametrize(
+    ("when", "scheduled"),
+    [
+        ("2099-01-01", "2099-01-01 00:00:00"),
+        ("2099-01-01T10:00", "2099-01-01 10:00:00"),
+        ("2099-01-01 10:00:00+02:00", "2099-01-01 08:00:00"),
+        ("2000-01-01 10:00", None),
+    ],
+)
+def test_other_valid_date_formats_are_accepted(sandbox, probe, when, scheduled):
+    """The document: "YYYY-MM-DD HH:MM or any valid date format"."""
+
+    async def scenario(client: Client) -> None:
+        data = {"to": "12812345678", "msg": "Hi", "delivery_date": when}
+        response = await client.post(PATH, data=data, headers=AUTH)
+        assert response.status == 200
+        (entry,) = (await response.json())["send_log"]
+        assert entry["code"] == 200
+        if scheduled is None:
+            assert entry["status"] == "SENT"
+        else:
+            assert (entry["status"], entry["delivery_date"]) == ("SCHEDULED", scheduled)
+        assert (await probe.stats(client))["errors"] == 0
 
     sandbox(scenario)
 

@@ -10,10 +10,13 @@ Inspection, no auth: `GET /_sandbox/stats`, `GET /_sandbox/sent?kind=K` (JSON
 Lines), `GET /_sandbox/rate?kind=K`, `GET|POST /_sandbox/settings`,
 `POST /_sandbox/reset`. In the stats, `requests` counts every provider
 request, `processed_requests` those not dropped by a 500/429 fault, `errors`
-those refused by strictness or credentials, `duplicates` the (kind, number)
-pairs recorded more than once, `max_items_per_request` the most recipients
-in one accepted request. The rate's `requests_per_second` counts every
-provider request, faulted ones included.
+those refused by strictness or credentials, `notices` the values a document
+says are silently ignored (GoSMS: an invalid `scheduleDatetime`, a negative
+`validity`), accepted as documented but counted as likely client bugs,
+`duplicates` the (kind, number) pairs recorded more than once,
+`max_items_per_request` the most recipients in one accepted request. The
+rate's `requests_per_second` counts every provider request, faulted ones
+included.
 """
 
 from __future__ import annotations

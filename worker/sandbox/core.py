@@ -109,6 +109,8 @@ class SandboxState:
         self.max_items_per_request = 0
         self.errors = 0
         self.last_error: str | None = None
+        self.notices = 0
+        self.last_notice: str | None = None
         self.by_kind: Counter[str] = Counter()
         self.items_per_s: Counter[tuple[str, int]] = Counter()
         self.requests_per_s: Counter[tuple[str, int]] = Counter()
@@ -128,6 +130,11 @@ class SandboxState:
     def refuse(self, kind: str, problem: str) -> None:
         self.errors += 1
         self.last_error = f"{kind}: {problem}"
+
+    def notice(self, kind: str, problem: str) -> None:
+        """A value the document says is accepted and ignored: a likely client bug."""
+        self.notices += 1
+        self.last_notice = f"{kind}: {problem}"
 
     def record(self, kind: str, request_size: int, recipients: Iterable[Recipient]) -> None:
         """Record an accepted request and the recipients it sent."""
@@ -164,6 +171,8 @@ class SandboxState:
             "by_kind": dict(self.by_kind),
             "errors": self.errors,
             "last_error": self.last_error,
+            "notices": self.notices,
+            "last_notice": self.last_notice,
         }
 
 

@@ -7,15 +7,19 @@ sandbox answers, always with `{"success": false, "message": <problem>}`:
 - HTTP 400: wrong Content-Type, body not JSON, a key given twice, a missing or
   unknown key, a field of the wrong type, a recipient not in a documented form
   (`07XXXXXXXX`, `407XXXXXXXX`, `00` + 8-15 digits), an empty message or one
-  over 39,015 characters, a `scheduleDatetime` in neither documented format,
-  a negative `validity`, or a batch of 0 or more than `max_batch_items`
+  over 39,015 characters, a `validity` that is not a whole number, or a
+  batch of 0 or more than `max_batch_items`
   messages (no limit is documented; the knob defaults to 1000). One bad
   message refuses the whole batch; the problem names `messages[i]`.
 
-Document 001 says an invalid `scheduleDatetime` silently means "now"; the
-sandbox refuses it instead, since sending at once is a client bug. Any
-`sender` string is accepted ("if missing or invalid, the default short number
-will be used"). Cost is 0.03 EUR per part (160 characters, else 153 a part).
+As document 001 says, an invalid `scheduleDatetime` ("If missing or invalid,
+the server's current time will be used") and a `validity` of 0 or less ("If
+provided and greater than 0, this defines how long...") are accepted and
+ignored: the message goes at once, without validity. Both count as `notices`
+in the stats (a validity of exactly 0 excepted), since a client sending them
+has a bug. Any `sender`
+string is accepted ("if missing or invalid, the default short number will be
+used"). Cost is 0.03 EUR per part (160 characters, else 153 a part).
 """
 
 from __future__ import annotations
@@ -68,8 +72,11 @@ def _valid_schedule(value: str) -> bool:
     return False
 
 
-def _check_message(where: str, msg: object) -> dict[str, Any]:
-    """Refuse a single message object unless it is exactly as documented."""
+def _check_message(where: str, msg: object, notices: list[str]) -> dict[str, Any]:
+    """Refuse a single message object unless it is exactly as documented.
+
+    Values the document says are ignored are appended to `notices`.
+    """
     if not isinstance(msg, dict):
         raise _Refusal(f"{where} must be a JSON object")
     missing, unknown = key_problems(msg, ("recipient", "message"), OPTIONAL_KEYS)
@@ -89,12 +96,16 @@ def _check_message(where: str, msg: object) -> dict[str, Any]:
         raise _Refusal(f"{prefix}sender must be a string")
     schedule = msg.get("scheduleDatetime")
     if "scheduleDatetime" in msg and not (isinstance(schedule, str) and _valid_schedule(schedule)):
-        raise _Refusal(
-            f"{prefix}scheduleDatetime must be YYYY-MM-DDTHH:MM:SS.mmmZ or YYYY-MM-DD HH:MM:SS"
+        notices.append(
+            f"{prefix}scheduleDatetime is neither YYYY-MM-DDTHH:MM:SS.mmmZ nor "
+            "YYYY-MM-DD HH:MM:SS: ignored, sent now"
         )
-    validity = msg.get("validity")
-    if "validity" in msg and not (type(validity) is int and validity >= 0):
-        raise _Refusal(f"{prefix}validity must be a whole number of minutes, 0 or more")
+    if "validity" in msg:
+        validity = msg["validity"]
+        if isinstance(validity, bool) or not isinstance(validity, int):
+            raise _Refusal(f"{prefix}validity must be a whole number of minutes")
+        if validity < 0:
+            notices.append(f"{prefix}validity is negative: ignored, no validity")
     return msg
 
 
@@ -115,10 +126,13 @@ async def handle_single(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if request.headers.get("X-Authorization") != state.settings.credentials.gosms_api_key:
         return _failure(state, 401, "Invalid API key")
+    notices: list[str] = []
     try:
-        msg = _check_message("body", await read_json(request))
+        msg = _check_message("body", await read_json(request), notices)
     except (BodyError, _Refusal) as exc:
         return _failure(state, 400, str(exc))
+    for notice in notices:
+        state.notice(KIND, notice)
     seq, message_id = state.new_message_id()
     sent: Recipient = (msg["recipient"], seq, None, msg["message"], msg.get("sender"))
     state.record(KIND, 1, [sent])
@@ -132,7 +146,7 @@ async def handle_single(request: web.Request) -> web.Response:
     )
 
 
-def _check_batch(body: object, max_items: int) -> list[dict[str, Any]]:
+def _check_batch(body: object, max_items: int, notices: list[str]) -> list[dict[str, Any]]:
     if not isinstance(body, dict):
         raise _Refusal("body must be a JSON object")
     missing, unknown = key_problems(body, ("messages",))
@@ -143,17 +157,20 @@ def _check_batch(body: object, max_items: int) -> list[dict[str, Any]]:
         raise _Refusal("messages must be a list")
     if not 1 <= len(messages) <= max_items:
         raise _Refusal(f"messages must hold 1 to {max_items} items, not {len(messages)}")
-    return [_check_message(f"messages[{i}]", msg) for i, msg in enumerate(messages)]
+    return [_check_message(f"messages[{i}]", msg, notices) for i, msg in enumerate(messages)]
 
 
 async def handle_batch(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if request.headers.get("X-Authorization") != state.settings.credentials.gosms_api_key:
         return _failure(state, 401, "Invalid API key")
+    notices: list[str] = []
     try:
-        messages = _check_batch(await read_json(request), state.settings.max_batch_items)
+        messages = _check_batch(await read_json(request), state.settings.max_batch_items, notices)
     except (BodyError, _Refusal) as exc:
         return _failure(state, 400, str(exc))
+    for notice in notices:
+        state.notice(KIND, notice)
     summary: list[dict[str, Any]] = []
     sent: list[Recipient] = []
     total = Decimal(0)

@@ -11,8 +11,9 @@ Auth is HTTP Basic `api_key:api_password`. The document names only 200 and
   comma-separated digits, one number twice in `to` (replies are matched by
   number), more than `max_batch_items` numbers (no limit is documented), a
   `from` that is not 8-15 digits (it "must belong to you"), or a
-  `delivery_date` not `YYYY-MM-DD HH:MM` (the document also allows "any valid
-  date format"; the sandbox holds clients to the one it spells out).
+  `delivery_date` that is no date: the document takes "YYYY-MM-DD HH:MM or
+  any valid date format", which the sandbox reads as that format or ISO 8601
+  (a date, or a date and time with or without a zone; no zone means UTC).
 
 A number that is not 8-15 digits gets its own `send_log` entry with `code`
 400, `status` "FAILED" and an empty `smsid`, and is not sent. Sent entries
@@ -116,13 +117,21 @@ def _validate(form: dict[str, str], max_numbers: int) -> list[str]:
         raise _Refusal("from must be one of your numbers: 8-15 digits, or empty for bulk")
     when = form.get("delivery_date", "")
     if when:
-        try:
-            if not DELIVERY_DATE.fullmatch(when):
-                raise ValueError(when)
-            datetime.strptime(when, "%Y-%m-%d %H:%M")
-        except ValueError:
-            raise _Refusal("delivery_date must be YYYY-MM-DD HH:MM") from None
+        _delivery(when)
     return numbers
+
+
+def _delivery(when: str) -> datetime:
+    """A `delivery_date` as naive UTC; refused unless it is a date."""
+    try:
+        if DELIVERY_DATE.fullmatch(when):
+            return datetime.strptime(when, "%Y-%m-%d %H:%M")
+        moment = datetime.fromisoformat(when)  # "any valid date format", read as ISO 8601
+    except ValueError:
+        raise _Refusal("delivery_date must be YYYY-MM-DD HH:MM or an ISO 8601 date") from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment
 
 
 def _refuse(state: SandboxState, status: int, problem: str) -> web.Response:
@@ -142,7 +151,7 @@ async def handle(request: web.Request) -> web.Response:
     text, sender = form["msg"], form.get("from", "")
     now = datetime.now(UTC).replace(tzinfo=None)
     when = form.get("delivery_date", "")
-    delivery = datetime.strptime(when, "%Y-%m-%d %H:%M") if when else now
+    delivery = _delivery(when) if when else now
     common: dict[str, Any] = {
         "from": sender,
         "msg": text,
