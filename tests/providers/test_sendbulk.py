@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from tests.providers.helpers import CONTEXT, account, recipient
 from worker.providers.base import Verdict
 from worker.providers.sendbulk import SendbulkAdapter
-from tests.providers.helpers import CONTEXT, account, recipient
 
 CREDENTIALS = {"partner_id": "P-1", "api_key": "K-1", "shortcode": "SHORT"}
 
