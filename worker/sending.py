@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import aiohttp
 
@@ -90,6 +90,7 @@ class ChunkSender:
             template_id=job.spec.get("template_id"),
             schedule_at=job.spec.get("schedule_at"),
             validity_minutes=job.spec.get("validity_minutes"),
+            created_at=datetime.fromtimestamp(job.created_at, UTC).isoformat(),
         )
         self.log = get_logger(job_id=job.job_id, chunk=chunk_no, provider=self.account.name)
         self._started = time.monotonic()

@@ -125,6 +125,19 @@ def test_sender_schedule_and_validity_are_passed_in_the_documented_forms(
     ]
 
 
+def test_without_schedule_validity_counts_from_the_jobs_creation(adapter: GosmsAdapter) -> None:
+    created = "2030-01-02T03:04:05+00:00"
+    with_validity = JobContext("j", None, None, 30, created_at=created)
+    # One recipient goes to /v1/message/send: the body is the message itself.
+    message = adapter.build_request([recipient(0, "0712345678")], with_validity).json
+    assert message["scheduleDatetime"] == "2030-01-02T03:04:05.000Z"
+    assert message["validity"] == 30
+    without = JobContext("j", None, None, None, created_at=created)
+    assert (
+        "scheduleDatetime" not in adapter.build_request([recipient(0, "0712345678")], without).json
+    )
+
+
 @pytest.mark.parametrize(
     ("schedule_at", "expected"),
     [

@@ -57,6 +57,7 @@ class JobContext:
     template_id: str | None
     schedule_at: str | None  # ISO 8601; providers' own scheduling is never used
     validity_minutes: int | None
+    created_at: str | None = None  # ISO 8601; validity counts from here without schedule_at
 
 
 @dataclass(slots=True)

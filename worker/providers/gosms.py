@@ -106,8 +106,10 @@ def _message(recipient: Recipient, job: JobContext) -> dict[str, Any]:
     message: dict[str, Any] = {"recipient": recipient.address, "message": recipient.text or ""}
     if recipient.sender:
         message["sender"] = recipient.sender
-    if job.schedule_at:
-        message["scheduleDatetime"] = schedule_datetime(job.schedule_at)
+    # Validity counts from schedule_at, else from the job's creation (as ours does).
+    validity_start = job.schedule_at or (job.created_at if job.validity_minutes else None)
+    if validity_start:
+        message["scheduleDatetime"] = schedule_datetime(validity_start)
     if job.validity_minutes:
         message["validity"] = job.validity_minutes
     return message
