@@ -5,9 +5,12 @@ Other applications install and import this package only; it never imports
 """
 
 from producer.client import JobExists, NoSuchJob, Producer
+from producer.control import InvalidRetry, JobStateConflict
 from producer.job import Job, JobRefused, JobStatus, Message, Outcome
 
 __all__ = [
+    "InvalidRetry",
+    "JobStateConflict",
     "Job",
     "JobExists",
     "JobRefused",

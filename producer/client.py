@@ -17,10 +17,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from producer import keys
+from producer import control, keys
 from producer.accounts import AccountInfo, load_accounts
+from producer.control import JobStateConflict
 from producer.job import Job, JobRefused, JobStatus, Outcome, refusal_from
-from producer.store import encode_block, iter_outcomes, now_s, read_status
+from producer.store import encode_block, iter_outcomes, job_spec, now_s, read_status
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -152,9 +153,14 @@ def write_blocks(client: redis.Redis, job: Job, job_id: str) -> None:
     pipe.execute()
 
 
+def queue_for(priority: str) -> str:
+    return keys.HIGH_QUEUE if priority == "high" else keys.NORMAL_QUEUE
+
+
 def enqueue_plan(celery: Celery, job_id: str, priority: str) -> None:
-    queue = keys.HIGH_QUEUE if priority == "high" else keys.NORMAL_QUEUE
-    celery.send_task(keys.PLAN_JOB, args=[job_id], queue=queue, argsrepr=f"job_id={job_id}")
+    celery.send_task(
+        keys.PLAN_JOB, args=[job_id], queue=queue_for(priority), argsrepr=f"job_id={job_id}"
+    )
 
 
 def enqueue_plan_if_due(client: redis.Redis, celery: Celery, job_id: str, priority: str) -> None:
@@ -209,6 +215,63 @@ class Producer:
     def results(self, job_id: str, ref: str | None = None) -> Iterator[Outcome]:
         self.status(job_id)
         return iter_outcomes(self.redis, job_id, ref=ref)
+
+    def _priority(self, job_id: str) -> str:
+        spec = job_spec(self.redis, job_id)
+        if spec is None:
+            raise NoSuchJob(job_id)
+        return str(spec.get("priority", "normal"))
+
+    def _controlled(self, job_id: str, outcome: tuple[str, bool] | None, verb: str) -> str:
+        if outcome is None:
+            raise NoSuchJob(job_id)
+        state, changed = outcome
+        if not changed and state in control.FINAL_STATES:
+            raise JobStateConflict(f"job is {state}: nothing to {verb}")
+        return state
+
+    def cancel(self, job_id: str) -> JobStatus:
+        """Recipients not yet sent become ``cancelled``; requests in flight
+        finish and are recorded; no request starts after this returns."""
+        state = self._controlled(job_id, control.cancel(self.redis, job_id), "cancel")
+        if state == "cancelled":
+            self.celery.send_task(
+                keys.CANCEL_JOB,
+                args=[job_id],
+                queue=queue_for(self._priority(job_id)),
+                argsrepr=f"job_id={job_id}",
+            )
+        return self.status(job_id)
+
+    def pause(self, job_id: str) -> JobStatus:
+        """No request of the job starts after this returns, until ``resume``."""
+        self._controlled(job_id, control.pause(self.redis, job_id), "pause")
+        return self.status(job_id)
+
+    def resume(self, job_id: str) -> JobStatus:
+        outcome = control.resume(self.redis, job_id)
+        state = self._controlled(job_id, outcome, "resume")
+        if outcome is not None and outcome[1] and state == "queued":
+            enqueue_plan(self.celery, job_id, self._priority(job_id))
+        return self.status(job_id)
+
+    def retry(self, job_id: str, statuses: list[str] | None = None) -> JobStatus:
+        """Send the recipients with these final statuses again (default:
+        failed and unknown), as new attempts, once the job has ended."""
+        statuses = list(statuses or ["failed", "unknown"])
+        control.check_retry_statuses(statuses)
+        outcome = control.reopen_for_retry(self.redis, job_id)
+        if outcome is None:
+            raise NoSuchJob(job_id)
+        state, changed = outcome
+        if not changed:
+            raise JobStateConflict(
+                f"job is {state}: retry once it has ended (wait for it, or cancel it first)"
+            )
+        status = self.status(job_id)
+        control.reset_outcomes(self.redis, job_id, status.total, statuses)
+        enqueue_plan(self.celery, job_id, self._priority(job_id))
+        return self.status(job_id)
 
     def jobs(self, limit: int = 20) -> list[JobStatus]:
         ids = cast(list[bytes], self.redis.zrevrange(keys.JOBS_INDEX, 0, max(limit, 1) - 1))

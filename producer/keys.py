@@ -15,6 +15,8 @@ WORKER_QUEUES = (HIGH_QUEUE, INGEST_QUEUE, NORMAL_QUEUE)
 SUBMIT_JOB = "smsbulk.submit_job"
 PLAN_JOB = "smsbulk.plan_job"
 SEND_CHUNK = "smsbulk.send_chunk"
+CANCEL_JOB = "smsbulk.cancel_job"
+SEND_CALLBACK = "smsbulk.send_callback"
 
 # Messages are stored in blocks of this many, one Redis string per block, so
 # a job of a million recipients is a thousand compact keys, not a million.
@@ -22,6 +24,7 @@ BLOCK_SIZE = 1000
 
 JOBS_INDEX = f"{PREFIX}:jobs"  # sorted set: job id scored by created_at
 SCHEDULED = f"{PREFIX}:scheduled"  # sorted set: job id scored by schedule_at (epoch s)
+OPTOUT = f"{PREFIX}:optout"  # set: E.164 numbers never to send to
 ACCOUNTS = f"{PREFIX}:accounts"  # hash: account name -> "kind\tsender", published by workers
 
 

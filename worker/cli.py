@@ -15,7 +15,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from producer import JobExists, JobRefused, NoSuchJob, Producer
+from producer import (
+    InvalidRetry,
+    JobExists,
+    JobRefused,
+    JobStateConflict,
+    NoSuchJob,
+    Producer,
+)
 from producer.accounts import ConfigError
 from producer.job import Outcome, job_schema
 from worker.progress import wait_for_job
@@ -137,6 +144,36 @@ def cmd_results(args: argparse.Namespace, producer: Producer) -> int:
     return 0
 
 
+def cmd_control(args: argparse.Namespace, producer: Producer) -> int:
+    action = {"cancel": producer.cancel, "pause": producer.pause, "resume": producer.resume}
+    _print_json(action[args.command](args.job_id).model_dump(mode="json"))
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace, producer: Producer) -> int:
+    statuses = [s.strip() for s in args.status.split(",") if s.strip()]
+    _print_json(producer.retry(args.job_id, statuses).model_dump(mode="json"))
+    return 0
+
+
+def cmd_optout(args: argparse.Namespace, producer: Producer) -> int:
+    from worker import optout
+    from worker.phone import InvalidNumber
+
+    if args.action != "list":
+        if not args.numbers:
+            raise UsageError(f"optout {args.action}: give one or more numbers")
+        try:
+            numbers = [optout.to_e164(raw, args.region) for raw in args.numbers]
+        except (InvalidNumber, ValueError) as error:
+            raise UsageError(f"optout {args.action}: {error}") from None
+        change = optout.add if args.action == "add" else optout.remove
+        change(producer.redis, numbers)
+    for number in optout.listed(producer.redis):
+        print(number)
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace, producer: Producer | None) -> int:
     _print_json(job_schema())
     return 0
@@ -204,6 +241,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     p.add_argument("--ref", help="only the records with this client reference")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    for verb, what in (
+        ("cancel", "cancel a job: recipients not yet sent become cancelled"),
+        ("pause", "pause a job: no new provider request starts until resume"),
+        ("resume", "resume a paused job"),
+    ):
+        p = sub.add_parser(verb, help=what)
+        p.add_argument("job_id")
+    p = sub.add_parser("retry", help="send a finished job's failed/unknown recipients again")
+    p.add_argument("job_id")
+    p.add_argument("--status", default="failed,unknown", help="comma-separated final statuses")
+    p = sub.add_parser("optout", help="numbers never to send to (stored as E.164)")
+    p.add_argument("action", choices=["add", "remove", "list"])
+    p.add_argument("numbers", nargs="*", metavar="NUMBER")
+    p.add_argument("--region", help="ISO country code for national numbers, e.g. RO")
     sub.add_parser("schema", help="print the job's JSON Schema")
     sub.add_parser("worker", help="run a Celery worker (other arguments go to Celery)")
     p = sub.add_parser("sandbox", help="run fake providers speaking the four documented APIs")
@@ -218,6 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 PRODUCER_COMMANDS: dict[str, Callable[[argparse.Namespace, Producer], int]] = {
+    "cancel": cmd_control,
+    "pause": cmd_control,
+    "resume": cmd_control,
+    "retry": cmd_retry,
+    "optout": cmd_optout,
     "submit": cmd_submit,
     "send": cmd_send,
     "status": cmd_status,
@@ -246,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return PRODUCER_COMMANDS[args.command](args, producer)
         finally:
             producer.close()
-    except (UsageError, JobRefused) as error:
+    except (UsageError, JobRefused, InvalidRetry) as error:
         print(f"smsbulk: invalid input: {error}", file=sys.stderr)
         return 2
     except ConfigError as error:
@@ -257,6 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except JobExists as error:
         print(f"smsbulk: job exists: {error.job_id}", file=sys.stderr)
+        return 1
+    except JobStateConflict as error:
+        print(f"smsbulk: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 1

@@ -79,6 +79,12 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 return 1
 """
 
+_CLAIM_CALLBACK = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'completed' and state ~= 'cancelled' then return 0 end
+return redis.call('HSETNX', KEYS[1], 'callback', '1')
+"""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -117,6 +123,7 @@ class ResultsStore:
         self._commit = client.register_script(_COMMIT)
         self._release = client.register_script(_RELEASE)
         self._begin = client.register_script(_BEGIN)
+        self._claim_callback = client.register_script(_CLAIM_CALLBACK)
         self._final_codes = json.dumps(FINAL_CODES)
 
     async def job(self, job_id: str) -> JobSpec | None:
@@ -186,6 +193,11 @@ class ResultsStore:
             args=[request_id, json.dumps(state, separators=(",", ":"))],
         )
         return bool(started)
+
+    async def claim_callback(self, job_id: str) -> bool:
+        """True once per ended job: whoever gets it sends the callback."""
+        claimed = await self._claim_callback(keys=[keys.job(job_id)])
+        return bool(claimed)
 
     async def drop_requests(self, job_id: str, chunk_no: int, request_ids: list[str]) -> None:
         """Forget requests that were planned but never started."""

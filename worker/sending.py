@@ -21,10 +21,12 @@ import aiohttp
 from producer.store import StoredOutcome, now_s
 from worker.chunking import chunk_range
 from worker.logs import get_logger
+from worker.optout import REASON as OPTED_OUT
+from worker.optout import opted_out
 from worker.outcomes import from_result, is_final, simple
 from worker.providers.base import Adapter, JobContext, Recipient
 from worker.rate_limit import Limits, RateLimiter
-from worker.recipients import prepare
+from worker.recipients import Rejection, prepare
 from worker.results_store import ChunkData, JobSpec, ResultsStore, new_token
 from worker.retry import retry_delay_s
 from worker.timing import Timing
@@ -94,6 +96,7 @@ class ChunkSender:
         )
         self.log = get_logger(job_id=job.job_id, chunk=chunk_no, provider=self.account.name)
         self._started = time.monotonic()
+        self._inline_until: float | None = None  # end of the pass's inline wait for capacity
 
     async def _commit(self, outcomes: dict[int, StoredOutcome]) -> None:
         if outcomes:
@@ -122,6 +125,14 @@ class ChunkSender:
         recipients, rejections = prepare(
             self.adapter, pending, self.job.spec.get("text"), self.job.spec.get("sender")
         )
+        blocked_numbers = await opted_out(self.store.redis, [r.e164 for r in recipients])
+        if blocked_numbers:
+            rejections += [
+                Rejection(r.index, r.e164, r.segments, OPTED_OUT)
+                for r in recipients
+                if r.e164 in blocked_numbers
+            ]
+            recipients = [r for r in recipients if r.e164 not in blocked_numbers]
         await self._commit(
             {
                 r.index: simple(
@@ -190,12 +201,21 @@ class ChunkSender:
             )
 
     async def _acquire(self, cost_parts: int) -> float | None:
-        """Take rate-limit capacity; None when taken, else the wait to defer."""
+        """Take rate-limit capacity; None when taken, else the wait to defer.
+
+        A pass waits inline at most INLINE_WAIT_MAX_S without getting any
+        capacity, then gives its worker process back: a saturated account's
+        chunks, however many, never hold every process while other accounts'
+        chunks wait in the queue."""
         while True:
             decision = await self.limiter.try_acquire(self.account.name, self.limits, cost_parts)
             if decision.allowed:
+                self._inline_until = None
                 return None
-            if decision.wait_s > INLINE_WAIT_MAX_S:
+            now = time.monotonic()
+            if self._inline_until is None:
+                self._inline_until = now + INLINE_WAIT_MAX_S
+            if now + decision.wait_s > self._inline_until:
                 return decision.wait_s
             await asyncio.sleep(decision.wait_s)
 
@@ -237,7 +257,13 @@ class ChunkSender:
             r.index: from_result(self.account, self.at_most_once, r, result, attempt)
             for r, result in zip(batch, sent.results, strict=True)
         }
-        done = {"s": "done", "a": attempt, "t": now_s(), "http": sent.http_status}
+        done = {
+            "s": "done",
+            "a": attempt,
+            "st": sending["t"],
+            "t": now_s(),
+            "http": sent.http_status,
+        }
         state = await self.store.commit(
             self.job.job_id, self.chunk_no, outcomes, request_id, token, done
         )

@@ -19,17 +19,20 @@ from producer.accounts import load_accounts
 from producer.client import (
     connect,
     enqueue_plan_if_due,
+    queue_for,
     redis_url_from_env,
     store_job,
     validate_job,
     write_blocks,
 )
 from producer.job import JobRefused
-from producer.store import now_s
+from producer.store import job_spec, now_s, read_status
+from worker import callbacks
+from worker.cancelling import sweep_cancelled
 from worker.celery_app import TIMING, app
 from worker.chunking import chunk_count
 from worker.logs import get_logger
-from worker.results_store import new_token
+from worker.results_store import JobSpec, ResultsStore, new_token
 from worker.runtime import Runtime, get_runtime
 from worker.sending import ChunkSender, fail_chunk
 
@@ -53,10 +56,6 @@ def sync_redis() -> redis.Redis:
     if _redis is None:
         _redis = connect(redis_url_from_env())
     return _redis
-
-
-def queue_for(priority: str) -> str:
-    return keys.HIGH_QUEUE if priority == "high" else keys.NORMAL_QUEUE
 
 
 def enqueue_chunk(job_id: str, chunk_no: int, queue: str, countdown_s: float = 0) -> None:
@@ -184,6 +183,59 @@ async def _send_chunk(runtime: Runtime, job_id: str, chunk_no: int) -> float | N
             store, runtime.limiter, runtime.adapter(account), job, chunk_no, TIMING
         )
         result = await sender.run(runtime.session)
-        return result.next_pass_in_s
     finally:
         await store.release_lease(job_id, chunk_no, token)
+    await _callback_if_ended(store, job)
+    return result.next_pass_in_s
+
+
+async def _callback_if_ended(store: ResultsStore, job: JobSpec) -> None:
+    if job.spec.get("callback_url") and await store.claim_callback(job.job_id):
+        app.send_task(
+            keys.SEND_CALLBACK,
+            args=[job.job_id],
+            queue=keys.HIGH_QUEUE,
+            argsrepr=f"job_id={job.job_id}",
+        )
+
+
+@app.task(name=keys.CANCEL_JOB, bind=True)
+def cancel_job(self: Task, job_id: str) -> None:
+    """Settle every recipient of a cancelled job that was not sent."""
+    runtime = get_runtime()
+
+    async def sweep() -> None:
+        job = await runtime.store.job(job_id)
+        if job is None or job.state != "cancelled":
+            return
+        cancelled = await sweep_cancelled(runtime.store, job, TIMING.lease_ttl_s)
+        log.info("job_cancelled", job_id=job_id, recipients=cancelled)
+        await _callback_if_ended(runtime.store, job)
+
+    runtime.run(sweep())
+
+
+@app.task(name=keys.SEND_CALLBACK, bind=True, max_retries=callbacks.MAX_ATTEMPTS - 1)
+def send_callback(self: Task, job_id: str) -> None:
+    """POST the ended job's status to its callback_url, signed; retried."""
+    runtime = get_runtime()
+    client = sync_redis()
+    spec = job_spec(client, job_id)
+    status = read_status(client, job_id)
+    if spec is None or status is None or not spec.get("callback_url"):
+        return
+    secret = callbacks.callback_secret()
+    if secret is None:
+        log.error("callback_not_sent", job_id=job_id, reason=f"{callbacks.SECRET_ENV} is not set")
+        return
+    body = status.model_dump_json().encode()
+    try:
+        runtime.run(callbacks.post_callback(runtime.session, spec["callback_url"], body, secret))
+    except callbacks.CallbackFailed as error:
+        log.warning(
+            "callback_failed", job_id=job_id, attempt=self.request.retries + 1, error=str(error)
+        )
+        if self.request.retries + 1 >= callbacks.MAX_ATTEMPTS:
+            return
+        raise self.retry(countdown=callbacks.backoff_s(self.request.retries)) from None
+    log.info("callback_sent", job_id=job_id, state=status.state)

@@ -1,0 +1,143 @@
+"""Job control: cancel, pause, resume, retry — state transitions in Redis.
+
+Each transition is one Lua script, so two callers never both win. Workers
+honour the state: a provider request starts only while its job is
+``running`` or ``queued`` (checked in the same script that marks the request
+``sending``), so after ``pause`` or ``cancel`` returns no new request starts;
+requests already in flight finish and are recorded.
+"""
+
+from __future__ import annotations
+
+import json
+
+import redis
+
+from producer import keys
+from producer.store import STATUS_CODES, block_count, now_s
+
+FINAL_STATES = ("completed", "cancelled")
+RETRYABLE_STATUSES = ("failed", "unknown", "expired", "cancelled")
+
+# KEYS: job hash, scheduled set. ARGV: now, job id.
+# Returns the job's state, with "!" appended when this call changed it.
+_CANCEL = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return false end
+if state == 'completed' or state == 'cancelled' then return state end
+redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+return 'cancelled!'
+"""
+
+_PAUSE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return false end
+if state == 'scheduled' or state == 'queued' or state == 'running' then
+  redis.call('HSET', KEYS[1], 'state', 'paused', 'paused_from', state)
+  return 'paused!'
+end
+return state
+"""
+
+# A job paused before its schedule waits for it again; any other resumes
+# through a new plan, which enqueues every chunk (finished ones return at once).
+_RESUME = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return false end
+if state ~= 'paused' then return state end
+local from = redis.call('HGET', KEYS[1], 'paused_from')
+local new = from == 'scheduled' and 'scheduled' or 'queued'
+redis.call('HSET', KEYS[1], 'state', new)
+return new .. '!'
+"""
+
+_REOPEN = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return false end
+if state ~= 'completed' and state ~= 'cancelled' then return state end
+redis.call('HSET', KEYS[1], 'state', 'queued')
+redis.call('HDEL', KEYS[1], 'finished_at', 'callback')
+return 'queued!'
+"""
+
+# KEYS: job hash, a block's outcomes hash. ARGV: status codes JSON, now.
+# Sets the matching outcomes back to pending (attempts start again) and
+# fixes the job's counters; returns how many.
+_RESET_OUTCOMES = """
+local wanted = {}
+for _, code in ipairs(cjson.decode(ARGV[1])) do wanted[code] = true end
+local all = redis.call('HGETALL', KEYS[2])
+local n = 0
+for i = 1, #all, 2 do
+  local code = string.sub(all[i + 1], 3, 3)
+  if wanted[code] then
+    local e164 = cjson.decode(all[i + 1])[2]
+    local kept = (type(e164) == 'string') and cjson.encode(e164) or 'null'
+    local pending = '["p",' .. kept .. ',null,null,null,null,null,null,0,' .. ARGV[2] .. ']'
+    redis.call('HSET', KEYS[2], all[i], pending)
+    redis.call('HINCRBY', KEYS[1], 'n:' .. code, -1)
+    n = n + 1
+  end
+end
+return n
+"""
+
+
+class JobStateConflict(Exception):
+    """The job's state does not allow what was asked (HTTP 409, exit 1)."""
+
+
+class InvalidRetry(ValueError):
+    """Statuses that retry does not take (HTTP 422, exit 2)."""
+
+
+def _transition(
+    client: redis.Redis, script: str, job_id: str, *args: str
+) -> tuple[str, bool] | None:
+    raw = client.eval(script, 2, keys.job(job_id), keys.SCHEDULED, *args)
+    if raw is None:
+        return None
+    state = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return state.rstrip("!"), state.endswith("!")
+
+
+def cancel(client: redis.Redis, job_id: str) -> tuple[str, bool] | None:
+    return _transition(client, _CANCEL, job_id, repr(now_s()), job_id)
+
+
+def pause(client: redis.Redis, job_id: str) -> tuple[str, bool] | None:
+    return _transition(client, _PAUSE, job_id)
+
+
+def resume(client: redis.Redis, job_id: str) -> tuple[str, bool] | None:
+    return _transition(client, _RESUME, job_id)
+
+
+def reopen_for_retry(client: redis.Redis, job_id: str) -> tuple[str, bool] | None:
+    return _transition(client, _REOPEN, job_id)
+
+
+def check_retry_statuses(statuses: list[str]) -> None:
+    unknown = [s for s in statuses if s not in RETRYABLE_STATUSES]
+    if unknown or not statuses:
+        raise InvalidRetry(
+            f"statuses: {', '.join(unknown) or 'none given'}; "
+            f"retry takes {', '.join(RETRYABLE_STATUSES)}"
+        )
+
+
+def reset_outcomes(client: redis.Redis, job_id: str, total: int, statuses: list[str]) -> int:
+    """Set the outcomes with these statuses back to pending, block by block."""
+    check_retry_statuses(statuses)
+    codes = json.dumps([STATUS_CODES[s] for s in statuses])
+    script = client.register_script(_RESET_OUTCOMES)
+    reset = 0
+    for block_no in range(block_count(total)):
+        reset += int(
+            script(
+                keys=[keys.job(job_id), keys.outcomes(job_id, block_no)],
+                args=[codes, repr(now_s())],
+            )
+        )
+    return reset
