@@ -260,10 +260,12 @@ class Producer:
         failed and unknown), as new attempts, once the job has ended."""
         statuses = list(statuses or ["failed", "unknown"])
         control.check_retry_statuses(statuses)
-        outcome = control.reopen_for_retry(self.redis, job_id)
+        outcome = control.reopen_for_retry(self.redis, job_id, statuses)
         if outcome is None:
             raise NoSuchJob(job_id)
         state, changed = outcome
+        if not changed and state in control.FINAL_STATES:
+            return self.status(job_id)  # no recipient with those statuses: nothing to send
         if not changed:
             raise JobStateConflict(
                 f"job is {state}: retry once it has ended (wait for it, or cancel it first)"

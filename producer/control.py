@@ -14,6 +14,7 @@ import json
 import redis
 
 from producer import keys
+from producer.job import FINAL_STATUSES
 from producer.store import STATUS_CODES, block_count, now_s
 
 FINAL_STATES = ("completed", "cancelled")
@@ -52,10 +53,22 @@ redis.call('HSET', KEYS[1], 'state', new)
 return new .. '!'
 """
 
+# ARGV: every final status code (JSON), the codes to retry (JSON).
+# A cancelled job has ended only once its sweep has settled every recipient
+# ('cancelling' until then); with nothing to retry the job stays as it is.
 _REOPEN = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return false end
 if state ~= 'completed' and state ~= 'cancelled' then return state end
+local function count(codes)
+  local n = 0
+  for _, code in ipairs(cjson.decode(codes)) do
+    n = n + tonumber(redis.call('HGET', KEYS[1], 'n:' .. code) or '0')
+  end
+  return n
+end
+if count(ARGV[1]) < tonumber(redis.call('HGET', KEYS[1], 'total')) then return 'cancelling' end
+if count(ARGV[2]) == 0 then return state end
 redis.call('HSET', KEYS[1], 'state', 'queued')
 redis.call('HDEL', KEYS[1], 'finished_at', 'callback')
 return 'queued!'
@@ -114,8 +127,14 @@ def resume(client: redis.Redis, job_id: str) -> tuple[str, bool] | None:
     return _transition(client, _RESUME, job_id)
 
 
-def reopen_for_retry(client: redis.Redis, job_id: str) -> tuple[str, bool] | None:
-    return _transition(client, _REOPEN, job_id)
+def reopen_for_retry(
+    client: redis.Redis, job_id: str, statuses: list[str]
+) -> tuple[str, bool] | None:
+    """Back to ``queued`` if the job has ended and has recipients to retry;
+    unchanged (an ended state) if it has none."""
+    final = json.dumps([STATUS_CODES[s] for s in FINAL_STATUSES])
+    wanted = json.dumps([STATUS_CODES[s] for s in statuses])
+    return _transition(client, _REOPEN, job_id, final, wanted)
 
 
 def check_retry_statuses(statuses: list[str]) -> None:
