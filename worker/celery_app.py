@@ -116,6 +116,47 @@ def _check_config(**_: Any) -> None:
         client.close()
 
 
+_metrics_server: Any = None
+
+
+@signals.worker_init.connect
+def _start_metrics(**_: Any) -> None:
+    """Serve /metrics from the main process, and set the pool's metrics
+    directory before the pool forks (worker/metrics.py explains the order)."""
+    global _metrics_server
+
+    from worker.logs import get_logger
+    from worker.metrics import MetricsConfigError
+    from worker.metrics_server import MetricsPortBusy, start_metrics_server
+
+    try:
+        _metrics_server = start_metrics_server()
+    except MetricsConfigError as error:
+        raise SystemExit(f"smsbulk: configuration error: {error}") from None
+    except MetricsPortBusy as error:
+        get_logger().warning("metrics_not_served", error=str(error))
+
+
+@signals.worker_shutdown.connect
+def _stop_metrics(**_: Any) -> None:
+    if _metrics_server is not None:
+        _metrics_server.stop()
+
+
+@signals.worker_process_init.connect
+def _child_metrics(**_: Any) -> None:
+    from worker import metrics
+
+    metrics.child_started()
+
+
+@signals.worker_process_shutdown.connect
+def _child_metrics_done(**_: Any) -> None:
+    from worker import metrics
+
+    metrics.child_stopping()
+
+
 _releaser: Any = None
 
 

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import aiohttp
 
 from producer.store import StoredOutcome, now_s
+from worker import metrics
 from worker.chunking import chunk_range
 from worker.logs import get_logger
 from worker.optout import REASON as OPTED_OUT
@@ -101,6 +102,7 @@ class ChunkSender:
     async def _commit(self, outcomes: dict[int, StoredOutcome]) -> None:
         if outcomes:
             await self.store.commit(self.job.job_id, self.chunk_no, outcomes)
+            metrics.record_committed(self.account, outcomes.values())
 
     async def run(self, session: aiohttp.ClientSession) -> PassResult:
         indices = chunk_range(self.chunk_no, self.job.total, self.job.chunk_size)
@@ -190,9 +192,11 @@ class ChunkSender:
                     error=f"the worker stopped while the request was in flight{what}",
                 )
             done = {"s": "done", "a": state.get("a", 1), "t": now_s(), "interrupted": True}
-            await self.store.commit(
+            committed = await self.store.commit(
                 self.job.job_id, self.chunk_no, settled, request_id, state["k"], done
             )
+            if committed != "fenced":
+                metrics.record_committed(self.account, settled.values())
             self.log.warning(
                 "interrupted_request_settled",
                 request=request_id,
@@ -215,7 +219,9 @@ class ChunkSender:
             now = time.monotonic()
             if self._inline_until is None:
                 self._inline_until = now + INLINE_WAIT_MAX_S
-            if now + decision.wait_s > self._inline_until:
+            deferred = now + decision.wait_s > self._inline_until
+            metrics.record_rate_wait(self.account, decision.wait_s, deferred)
+            if deferred:
                 return decision.wait_s
             await asyncio.sleep(decision.wait_s)
 
@@ -252,7 +258,12 @@ class ChunkSender:
             await self.store.drop_requests(self.job.job_id, self.chunk_no, [request_id])
             return None
         started = time.monotonic()
-        sent = await self.adapter.send(session, batch, self.context)
+        with metrics.in_flight(self.account):
+            sent = await self.adapter.send(session, batch, self.context)
+        parts = sum(r.cost_parts for r in batch)
+        metrics.record_request(
+            self.account, time.monotonic() - started, len(batch), parts, sent.http_status
+        )
         outcomes = {
             r.index: from_result(self.account, self.at_most_once, r, result, attempt)
             for r, result in zip(batch, sent.results, strict=True)
@@ -278,7 +289,10 @@ class ChunkSender:
         )
         if state == "fenced":
             self.log.warning("request_fenced", request=request_id)
+        else:
+            metrics.record_committed(self.account, outcomes.values())
         if sent.throttled:
+            metrics.record_throttle(self.account)
             factor = await self.limiter.throttled(self.account.name, sent.retry_after_s)
             self.log.warning("provider_throttled", retry_after_s=sent.retry_after_s, factor=factor)
         if sent.bad_credentials:
