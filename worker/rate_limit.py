@@ -7,11 +7,16 @@ limiting"). One Lua script runs GCRA for two limits at once — SMS parts per
 second and requests per second, each with ``burst_s`` of capacity — using
 the server's ``TIME``, so hosts with skewed clocks agree. Acquire once per
 provider request with its part count as the cost: the limiter costs nothing
-per recipient.
+per recipient. A request costlier than the whole burst (a message with more
+parts than the burst, or any burst-sized request once throttling has shrunk
+the burst) waits for a full bucket and is charged in full, so it is never
+refused forever and the long-run rate still holds. A refusal takes nothing.
 
 Provider throttling (HTTP 429) halves the account's effective rate for every
-worker and blocks it until ``Retry-After``; the rate climbs back by 10 % of
-itself for each 10 s without throttling, computed lazily in the script.
+worker and blocks it until ``Retry-After`` (429s within a second of a
+halving, as every worker sees the same burst of them, halve once; the floor
+is ``MIN_FACTOR``); the rate climbs back by 10 % of itself for each 10 s
+without throttling, computed lazily in the script.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ MIN_FACTOR = 1 / 64
 RECOVERY_STEP_S = 10.0
 RECOVERY_GROWTH = 1.1
 
-# KEYS[1]: the account's limiter hash (tat_m, tat_r, factor, throttled_at, until)
+# KEYS[1]: the account's limiter hash: tat_m, tat_r (GCRA schedules, server
+# seconds), factor (effective share of the configured rates, as of
+# throttled_at), throttled_at (the last 429), halved_at, until (blocked until)
 # ARGV: parts per second, requests per second, burst_s, cost in parts,
 #       min factor, recovery step s, recovery growth
 # Returns {allowed 0|1, wait in microseconds (string), effective factor (string)}
@@ -48,13 +55,24 @@ end
 if now < block_until then
   return {0, tostring(math.ceil((block_until - now) * 1e6)), tostring(factor)}
 end
-local new_m = math.max(tat_m, now) + cost / (mps * factor)
-local new_r = math.max(tat_r, now) + 1 / (rps * factor)
-local wait = math.max(new_m - now - burst, new_r - now - burst, 0)
-if wait > 0 then
+local cost_m, cost_r = cost / (mps * factor), 1 / (rps * factor)
+-- How far each schedule would run ahead of now. Offsets, not absolute times:
+-- a double holds today's epoch to 0.2 µs, so now + 0.025 - now is not 0.025,
+-- and a request costing exactly a burst of 0.025 s would be refused forever.
+local ahead_m = math.max(tat_m - now, 0) + cost_m
+local ahead_r = math.max(tat_r - now, 0) + cost_r
+-- A request costlier than the whole burst (one long message; or a request
+-- sized to the configured burst after throttling shrank it) goes once the
+-- bucket is full, and pays in full: never refused forever.
+local wait = math.max(ahead_m - math.max(burst, cost_m), ahead_r - math.max(burst, cost_r))
+-- Under a microsecond is below the precision of the stored schedules.
+if wait > 1e-6 then
   return {0, tostring(math.ceil(wait * 1e6)), tostring(factor)}
 end
-redis.call('HSET', KEYS[1], 'tat_m', tostring(new_m), 'tat_r', tostring(new_r))
+-- Microseconds: tostring keeps 14 digits, 100 µs at today's epoch, and a
+-- part at 50,000/s is 20 µs.
+redis.call('HSET', KEYS[1], 'tat_m', string.format('%.6f', now + ahead_m),
+           'tat_r', string.format('%.6f', now + ahead_r))
 redis.call('EXPIRE', KEYS[1], 3600)
 return {1, '0', tostring(factor)}
 """
@@ -63,20 +81,25 @@ return {1, '0', tostring(factor)}
 _THROTTLED = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local h = redis.call('HMGET', KEYS[1], 'factor', 'throttled_at', 'until')
+local h = redis.call('HMGET', KEYS[1], 'factor', 'throttled_at', 'until', 'halved_at')
 local factor, throttled_at = tonumber(h[1]) or 1, tonumber(h[2]) or 0
-local block_until = tonumber(h[3]) or 0
+local block_until, halved_at = tonumber(h[3]) or 0, tonumber(h[4]) or 0
 local min_factor, step, growth = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 if factor < 1 then
   local steps = math.floor((now - throttled_at) / step)
   if steps > 0 then factor = math.min(1, factor * growth ^ steps) end
 end
--- Several workers see the same burst of 429s: halve once per second at most.
-if now - throttled_at >= 1 then factor = math.max(min_factor, factor / 2) end
+-- Several workers see the same burst of 429s: halve once per second at most,
+-- counted from the last halving (a steady stream of 429s keeps halving).
+if now - halved_at >= 1 then
+  factor = math.max(min_factor, factor / 2)
+  halved_at = now
+end
 local retry_after = tonumber(ARGV[1])
 if now + retry_after > block_until then block_until = now + retry_after end
-redis.call('HSET', KEYS[1], 'factor', tostring(factor), 'throttled_at', tostring(now),
-           'until', tostring(block_until))
+redis.call('HSET', KEYS[1], 'factor', tostring(factor), 'throttled_at', string.format('%.6f', now),
+           'halved_at', string.format('%.6f', halved_at),
+           'until', string.format('%.6f', block_until))
 redis.call('EXPIRE', KEYS[1], 3600)
 return tostring(factor)
 """
