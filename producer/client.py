@@ -6,6 +6,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from itertools import islice
 from typing import Any, cast
 
@@ -249,10 +250,15 @@ class Producer:
         return self.status(job_id)
 
     def resume(self, job_id: str) -> JobStatus:
-        outcome = control.resume(self.redis, job_id)
+        spec = job_spec(self.redis, job_id)
+        if spec is None:
+            raise NoSuchJob(job_id)
+        schedule_at = spec.get("schedule_at")
+        schedule_s = datetime.fromisoformat(schedule_at).timestamp() if schedule_at else 0.0
+        outcome = control.resume(self.redis, job_id, schedule_s)
         state = self._controlled(job_id, outcome, "resume")
         if outcome is not None and outcome[1] and state == "queued":
-            enqueue_plan(self.celery, job_id, self._priority(job_id))
+            enqueue_plan(self.celery, job_id, str(spec.get("priority", "normal")))
         return self.status(job_id)
 
     def retry(self, job_id: str, statuses: list[str] | None = None) -> JobStatus:

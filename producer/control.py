@@ -43,6 +43,8 @@ return state
 
 # A job paused before its schedule waits for it again; any other resumes
 # through a new plan, which enqueues every chunk (finished ones return at once).
+# ARGV: the schedule time (epoch s), job id. The workers push a paused job's
+# release a minute on each time they look at it: it is due at its time again.
 _RESUME = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return false end
@@ -50,6 +52,7 @@ if state ~= 'paused' then return state end
 local from = redis.call('HGET', KEYS[1], 'paused_from')
 local new = from == 'scheduled' and 'scheduled' or 'queued'
 redis.call('HSET', KEYS[1], 'state', new)
+if new == 'scheduled' then redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2]) end
 return new .. '!'
 """
 
@@ -123,8 +126,8 @@ def pause(client: redis.Redis, job_id: str) -> tuple[str, bool] | None:
     return _transition(client, _PAUSE, job_id)
 
 
-def resume(client: redis.Redis, job_id: str) -> tuple[str, bool] | None:
-    return _transition(client, _RESUME, job_id)
+def resume(client: redis.Redis, job_id: str, schedule_s: float) -> tuple[str, bool] | None:
+    return _transition(client, _RESUME, job_id, repr(schedule_s), job_id)
 
 
 def reopen_for_retry(
