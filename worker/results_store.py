@@ -79,9 +79,16 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 return 1
 """
 
+# ARGV: the final status codes (JSON). A cancelled job is reported once its
+# sweep has settled every recipient, not when a request in flight ends first.
 _CLAIM_CALLBACK = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'completed' and state ~= 'cancelled' then return 0 end
+local done = 0
+for _, code in ipairs(cjson.decode(ARGV[1])) do
+  done = done + tonumber(redis.call('HGET', KEYS[1], 'n:' .. code) or '0')
+end
+if done < tonumber(redis.call('HGET', KEYS[1], 'total')) then return 0 end
 return redis.call('HSETNX', KEYS[1], 'callback', '1')
 """
 
@@ -195,8 +202,9 @@ class ResultsStore:
         return bool(started)
 
     async def claim_callback(self, job_id: str) -> bool:
-        """True once per ended job: whoever gets it sends the callback."""
-        claimed = await self._claim_callback(keys=[keys.job(job_id)])
+        """True once per ended job whose every recipient is final: whoever
+        gets it sends the callback."""
+        claimed = await self._claim_callback(keys=[keys.job(job_id)], args=[self._final_codes])
         return bool(claimed)
 
     async def drop_requests(self, job_id: str, chunk_no: int, request_ids: list[str]) -> None:
