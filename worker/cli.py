@@ -252,9 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id")
     p.add_argument("--status", default="failed,unknown", help="comma-separated final statuses")
     p = sub.add_parser("optout", help="numbers never to send to (stored as E.164)")
-    p.add_argument("action", choices=["add", "remove", "list"])
-    p.add_argument("numbers", nargs="*", metavar="NUMBER")
-    p.add_argument("--region", help="ISO country code for national numbers, e.g. RO")
+    # One parser per action, so that `optout add --region RO NUMBER` parses:
+    # with the action as a positional, argparse gave NUMBER nowhere to go.
+    actions = p.add_subparsers(dest="action", required=True, metavar="add|remove|list")
+    for action, what in (("add", "add numbers, "), ("remove", "remove numbers, "), ("list", "")):
+        q = actions.add_parser(action, help=f"{what}print the list")
+        q.add_argument("numbers", nargs="*", metavar="NUMBER")
+        q.add_argument("--region", help="ISO country code for national numbers, e.g. RO")
     sub.add_parser("schema", help="print the job's JSON Schema")
     sub.add_parser("worker", help="run a Celery worker (other arguments go to Celery)")
     p = sub.add_parser("sandbox", help="run fake providers speaking the four documented APIs")
