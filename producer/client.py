@@ -173,7 +173,8 @@ def enqueue_plan_if_due(client: redis.Redis, celery: Celery, job_id: str, priori
 def broker_app(redis_url: str) -> Celery:
     """A Celery app used only to publish: the producer never imports worker/."""
     app = Celery("smsbulk-producer", broker=redis_url, set_as_current=False)
-    app.conf.update(task_serializer="json", accept_content=["json"])
+    # task-sent events: Flower shows a task from its enqueueing on (FIELD-NOTES).
+    app.conf.update(task_serializer="json", accept_content=["json"], task_send_sent_event=True)
     return app
 
 

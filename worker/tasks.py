@@ -58,6 +58,13 @@ def sync_redis() -> redis.Redis:
     return _redis
 
 
+def _ids_repr(task: Task) -> str:
+    """A retry's argument summary, the same ids as the first send's (Celery
+    would show ``repr(args)``): ``job_id=J`` or ``job_id=J, chunk=N``."""
+    names = ("job_id", "chunk")
+    return ", ".join(f"{n}={v}" for n, v in zip(names, task.request.args or (), strict=False))
+
+
 def enqueue_chunk(job_id: str, chunk_no: int, queue: str, countdown_s: float = 0) -> None:
     app.send_task(
         keys.SEND_CHUNK,
@@ -132,7 +139,11 @@ def _retry_unknown_account(task: Task, job_id: str, account: str) -> None:
     recipients are then failed, never left pending forever."""
     log.error("account_not_configured", job_id=job_id, account=account)
     if task.request.retries < UNKNOWN_ACCOUNT_RETRIES:
-        raise task.retry(countdown=UNKNOWN_ACCOUNT_RETRY_S, max_retries=UNKNOWN_ACCOUNT_RETRIES)
+        raise task.retry(
+            countdown=UNKNOWN_ACCOUNT_RETRY_S,
+            max_retries=UNKNOWN_ACCOUNT_RETRIES,
+            argsrepr=_ids_repr(task),
+        )
 
 
 @app.task(name=keys.SEND_CHUNK, bind=True)
@@ -156,6 +167,7 @@ def send_chunk(self: Task, job_id: str, chunk_no: int) -> None:
             raise self.retry(
                 countdown=min(UNEXPECTED_ERROR_RETRY_S, TIMING.max_countdown_s),
                 max_retries=UNEXPECTED_ERROR_RETRIES,
+                argsrepr=_ids_repr(self),
             ) from error
         reason = f"internal error, gave up: {type(error).__name__}"
         runtime.run(fail_chunk(runtime.store, job, chunk_no, reason))
@@ -237,5 +249,7 @@ def send_callback(self: Task, job_id: str) -> None:
         )
         if self.request.retries + 1 >= callbacks.MAX_ATTEMPTS:
             return
-        raise self.retry(countdown=callbacks.backoff_s(self.request.retries)) from None
+        raise self.retry(
+            countdown=callbacks.backoff_s(self.request.retries), argsrepr=_ids_repr(self)
+        ) from None
     log.info("callback_sent", job_id=job_id, state=status.state)
