@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, cast
 
@@ -35,6 +36,9 @@ class AccountInfo:
     name: str
     kind: str
     sender: str | None = None
+    # For `estimate` (read from the file only; the Redis registry has none).
+    price_per_part: Decimal | None = None
+    currency: str | None = None
 
     @property
     def is_template(self) -> bool:
@@ -67,8 +71,30 @@ def accounts_from_config(config: dict[str, Any]) -> dict[str, AccountInfo]:
         if kind not in KINDS:
             raise ConfigError(f"providers.{name}.kind: must be one of {', '.join(KINDS)}")
         sender = table.get("sender")
-        accounts[name] = AccountInfo(name, kind, sender if isinstance(sender, str) else None)
+        currency = table.get("currency")
+        accounts[name] = AccountInfo(
+            name,
+            kind,
+            sender if isinstance(sender, str) else None,
+            _price(name, table.get("price_per_part")),
+            currency if isinstance(currency, str) else None,
+        )
     return accounts
+
+
+def _price(name: str, raw: Any) -> Decimal | None:
+    """A decimal from the TOML's number or string, exactly as written."""
+    if raw is None:
+        return None
+    try:
+        if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+            raise InvalidOperation
+        price = Decimal(str(raw))
+    except InvalidOperation:
+        price = Decimal(-1)
+    if not price.is_finite() or price < 0:
+        raise ConfigError(f"providers.{name}.price_per_part: must be a number >= 0")
+    return price
 
 
 def load_accounts(

@@ -174,6 +174,16 @@ def cmd_optout(args: argparse.Namespace, producer: Producer) -> int:
     return 0
 
 
+def cmd_estimate(args: argparse.Namespace, producer: Producer) -> int:
+    from producer.client import validate_job
+    from producer.estimate import estimate
+
+    accounts = producer.accounts()
+    job = validate_job(_read_json(args.file), accounts)
+    _print_json(estimate(job, accounts[job.provider]).model_dump(mode="json"))
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace, producer: Producer | None) -> int:
     _print_json(job_schema())
     return 0
@@ -259,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
         q = actions.add_parser(action, help=f"{what}print the list")
         q.add_argument("numbers", nargs="*", metavar="NUMBER")
         q.add_argument("--region", help="ISO country code for national numbers, e.g. RO")
+    p = sub.add_parser("estimate", help="parts, encodings and cost of a job file, sending nothing")
+    p.add_argument("file")
     sub.add_parser("schema", help="print the job's JSON Schema")
     sub.add_parser("worker", help="run a Celery worker (other arguments go to Celery)")
     p = sub.add_parser("sandbox", help="run fake providers speaking the four documented APIs")
@@ -284,6 +296,7 @@ PRODUCER_COMMANDS: dict[str, Callable[[argparse.Namespace, Producer], int]] = {
     "jobs": cmd_jobs,
     "wait": cmd_wait,
     "results": cmd_results,
+    "estimate": cmd_estimate,
 }
 
 
