@@ -117,15 +117,15 @@ def _check_config(**_: Any) -> None:
 
 
 _metrics_server: Any = None
+_metrics_problem: str | None = None
 
 
 @signals.worker_init.connect
 def _start_metrics(**_: Any) -> None:
     """Serve /metrics from the main process, and set the pool's metrics
     directory before the pool forks (worker/metrics.py explains the order)."""
-    global _metrics_server
+    global _metrics_server, _metrics_problem
 
-    from worker.logs import get_logger
     from worker.metrics import MetricsConfigError
     from worker.metrics_server import MetricsPortBusy, start_metrics_server
 
@@ -134,7 +134,17 @@ def _start_metrics(**_: Any) -> None:
     except MetricsConfigError as error:
         raise SystemExit(f"smsbulk: configuration error: {error}") from None
     except MetricsPortBusy as error:
-        get_logger().warning("metrics_not_served", error=str(error))
+        _metrics_problem = str(error)  # logged once logging is set up
+
+
+@signals.worker_ready.connect
+def _report_metrics(**_: Any) -> None:
+    from worker.logs import get_logger
+
+    if _metrics_server is not None:
+        get_logger().info("metrics_served", port=_metrics_server.port)
+    elif _metrics_problem:
+        get_logger().warning("metrics_not_served", error=_metrics_problem)
 
 
 @signals.worker_shutdown.connect
