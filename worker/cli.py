@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -210,6 +211,23 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    from producer.api import TOKEN_ENV, run_api
+    from worker.logs import configure_logging
+
+    token = os.environ.get(TOKEN_ENV, "").strip() or None
+    if args.insecure_no_auth:
+        token = None
+    elif token is None:
+        raise ConfigError(
+            f"{TOKEN_ENV} is not set: set it to the bearer token that clients must send, "
+            "or pass --insecure-no-auth to run without authentication (local testing only)"
+        )
+    configure_logging()
+    run_api(token, host=args.host, port=args.port, redis_url=args.redis_url)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from worker.demo import run_demo
 
@@ -279,6 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--fail-rate", type=float, default=0.0)
     p.add_argument("--throttle-rate", type=float, default=0.0)
+    p = sub.add_parser("api", help="run the HTTP ingest API (needs $SMSBULK_API_TOKEN)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="accept requests without a bearer token (local testing only)",
+    )
     p = sub.add_parser("demo", help="run everything locally and send demo jobs")
     p.add_argument("--recipients", type=int, default=10_000)
     return parser
@@ -314,6 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_sandbox(args)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "api":
+            return cmd_api(args)
         producer = Producer(args.redis_url)
         try:
             return PRODUCER_COMMANDS[args.command](args, producer)

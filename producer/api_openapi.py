@@ -1,0 +1,253 @@
+"""The API's OpenAPI 3.1 document, built from the pydantic models: the job's
+schema is ``job_schema()`` itself, its ``$defs`` moved to the components."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from producer.job import JobStatus, Outcome, job_schema
+
+REF = "#/components/schemas/{model}"
+VERSION = "1"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(model=name)}
+
+
+def _relink(node: Any) -> Any:
+    """Point ``#/$defs/X`` references at ``#/components/schemas/X``."""
+    if isinstance(node, dict):
+        return {
+            key: (
+                REF.format(model=value.removeprefix("#/$defs/"))
+                if key == "$ref" and isinstance(value, str)
+                else _relink(value)
+            )
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_relink(item) for item in node]
+    return node
+
+
+def _components(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's schema and its ``$defs`` as component schemas."""
+    schema = dict(schema)
+    defs = schema.pop("$defs", {})
+    return {schema["title"]: _relink(schema), **{name: _relink(d) for name, d in defs.items()}}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _answer(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": description}
+    if schema is not None:
+        answer["content"] = _json(schema)
+    return answer
+
+
+ERRORS = {
+    "401": {"$ref": "#/components/responses/Unauthorized"},
+    "404": {"$ref": "#/components/responses/NoSuchJob"},
+    "409": {"$ref": "#/components/responses/Conflict"},
+    "413": {"$ref": "#/components/responses/TooLarge"},
+    "422": {"$ref": "#/components/responses/Invalid"},
+    "503": {"$ref": "#/components/responses/Unavailable"},
+}
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    return {code: ERRORS[code] for code in ("401", *codes, "503")}
+
+
+JOB_ID = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,64}$"},
+}
+STATUS = _answer("The job status.", _ref("JobStatus"))
+
+
+def _control(verb: str, summary: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "operationId": f"{verb}Job",
+            "summary": summary,
+            "parameters": [JOB_ID],
+            "responses": {"200": STATUS, **_errors("404", "409")},
+        }
+    }
+
+
+def _paths() -> dict[str, Any]:
+    return {
+        "/v1/jobs": {
+            "post": {
+                "operationId": "submitJob",
+                "summary": "Submit a job; it is known to every other call at once.",
+                "requestBody": {"required": True, "content": _json(_ref("Job"))},
+                "responses": {
+                    "202": _answer("Accepted and queued (or scheduled).", _ref("Accepted")),
+                    **_errors("409", "413", "422"),
+                },
+            },
+            "get": {
+                "operationId": "listJobs",
+                "summary": "The newest jobs' statuses, newest first.",
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20},
+                    }
+                ],
+                "responses": {"200": _answer("Job statuses.", _ref("JobList")), **_errors("422")},
+            },
+        },
+        "/v1/jobs/{job_id}": {
+            "get": {
+                "operationId": "getJob",
+                "summary": "The job status (live counts per outcome status).",
+                "parameters": [JOB_ID],
+                "responses": {"200": STATUS, **_errors("404")},
+            }
+        },
+        "/v1/jobs/{job_id}/results": {
+            "get": {
+                "operationId": "getResults",
+                "summary": "One outcome record per message, in the job's order, streamed.",
+                "parameters": [
+                    JOB_ID,
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["jsonl", "csv"], "default": "jsonl"},
+                    },
+                    {
+                        "name": "ref",
+                        "in": "query",
+                        "description": "Only the records with this client reference.",
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "JSON Lines: one Outcome a line; CSV: Outcome fields.",
+                        "content": {
+                            "application/jsonl": {"schema": _ref("Outcome")},
+                            "text/csv": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **_errors("404", "422"),
+                },
+            }
+        },
+        "/v1/jobs/{job_id}/cancel": _control(
+            "cancel", "Recipients not yet sent become cancelled; in-flight requests finish."
+        ),
+        "/v1/jobs/{job_id}/pause": _control("pause", "No request of the job starts until resume."),
+        "/v1/jobs/{job_id}/resume": _control("resume", "Resume a paused job."),
+        "/v1/jobs/{job_id}/retry": {
+            "post": {
+                "operationId": "retryJob",
+                "summary": "Send the recipients with these final statuses again, as new attempts.",
+                "parameters": [JOB_ID],
+                "requestBody": {"required": False, "content": _json(_ref("RetryRequest"))},
+                "responses": {"200": STATUS, **_errors("404", "409", "413", "422")},
+            }
+        },
+        "/v1/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document.",
+                "responses": {"200": _answer("OpenAPI 3.1.", {"type": "object"}), **_errors()},
+            }
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "summary": "Liveness: Redis answers PING. No token needed.",
+                "security": [],
+                "responses": {
+                    "200": _answer("Healthy.", _ref("Health")),
+                    "503": ERRORS["503"],
+                },
+            }
+        },
+    }
+
+
+def _schemas(retry_model: type[BaseModel]) -> dict[str, Any]:
+    schemas: dict[str, Any] = {**_components(job_schema())}
+    for model in (JobStatus, Outcome, retry_model):
+        schemas.update(_components(model.model_json_schema(mode="serialization")))
+    schemas.update(
+        Accepted=_object({"job_id": {"type": "string"}}),
+        JobList=_object({"jobs": {"type": "array", "items": _ref("JobStatus")}}),
+        Error=_object({"error": {"type": "string"}}),
+        Errors=_object(
+            {
+                "errors": {
+                    "type": "array",
+                    "items": _object(
+                        {
+                            "field": {"type": "string", "examples": ["messages[3].to"]},
+                            "msg": {"type": "string"},
+                            "type": {"type": "string"},
+                        }
+                    ),
+                }
+            }
+        ),
+        Health=_object({"status": {"type": "string", "const": "ok"}}),
+    )
+    return schemas
+
+
+def _object(properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(properties)}
+
+
+def openapi_document(retry_model: type[BaseModel]) -> dict[str, Any]:
+    error = _ref("Error")
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "smsbulk",
+            "version": VERSION,
+            "description": "Submit bulk SMS jobs, follow them, control them, read their outcomes.",
+        },
+        "security": [{"bearerAuth": []}],
+        "paths": _paths(),
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The value of SMSBULK_API_TOKEN.",
+                }
+            },
+            "schemas": _schemas(retry_model),
+            "responses": {
+                "Unauthorized": {
+                    "description": "Missing or wrong bearer token.",
+                    "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+                    "content": _json(error),
+                },
+                "NoSuchJob": _answer("No such job.", error),
+                "Conflict": _answer("The job exists, or its state forbids this.", error),
+                "TooLarge": _answer("Body over [settings] api_max_body_mb.", error),
+                "Invalid": _answer(
+                    "Invalid input: pydantic's errors by field, without input values.",
+                    _ref("Errors"),
+                ),
+                "Unavailable": _answer("Redis or the configuration is unavailable.", error),
+            },
+        },
+    }
