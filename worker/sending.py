@@ -33,7 +33,7 @@ from worker.retry import retry_delay_s
 from worker.timing import Timing
 
 REQUESTS_IN_FLIGHT_PER_CHUNK = 4
-INLINE_WAIT_MAX_S = 1.0  # longer waits give the worker back (the chunk is deferred)
+INLINE_WAIT_MAX_S = 0.5  # longer waits give the worker back (the chunk is deferred)
 
 
 @dataclass(slots=True)
