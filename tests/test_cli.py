@@ -21,7 +21,11 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "SMSBULK_CONFIG"}
     return subprocess.run(
         [sys.executable, "-m", "worker.cli", *args],
-        capture_output=True, text=True, timeout=60, check=False, env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
     )
 
 
@@ -35,7 +39,10 @@ def test_schema_is_the_checked_in_document(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_malformed_job_exits_2_naming_the_field_and_queues_nothing(
-    tmp_path: Path, redis_url: str, redis_client: redis.Redis, config_file: Path,
+    tmp_path: Path,
+    redis_url: str,
+    redis_client: redis.Redis,
+    config_file: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     job = {"provider": "bulk", "text": "hi", "messages": [{"to": "0712345678"}, {"to": ""}]}
@@ -48,8 +55,9 @@ def test_malformed_job_exits_2_naming_the_field_and_queues_nothing(
     assert redis_client.dbsize() == 0
 
 
-def test_not_json_exits_2(tmp_path: Path, redis_url: str, config_file: Path,
-                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_not_json_exits_2(
+    tmp_path: Path, redis_url: str, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "job.json"
     path.write_text("{not json")
     assert main(["--redis-url", redis_url, "submit", str(path)]) == 2
@@ -60,8 +68,16 @@ def test_submit_prints_the_job_id_alone_then_status_and_results(
     tmp_path: Path, redis_url: str, config_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "job.json"
-    path.write_text(json.dumps({"job_id": "cli-1", "provider": "bulk", "text": "hi",
-                                "messages": [{"to": "0712345678", "ref": "a"}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "job_id": "cli-1",
+                "provider": "bulk",
+                "text": "hi",
+                "messages": [{"to": "0712345678", "ref": "a"}],
+            }
+        )
+    )
     assert main(["--redis-url", redis_url, "submit", str(path)]) == 0
     assert capsys.readouterr().out == "cli-1\n"
     assert main(["--redis-url", redis_url, "submit", str(path)]) == 1
@@ -82,8 +98,22 @@ def test_send_builds_a_job_from_a_csv(
 ) -> None:
     csv_path = tmp_path / "to.csv"
     csv_path.write_text("to,ref,text\n0712345678,r1,\n0722123456,r2,own text\n")
-    assert main(["--redis-url", redis_url, "send", "--provider", "bulk", "--csv", str(csv_path),
-                 "--text", "default"]) == 0
+    assert (
+        main(
+            [
+                "--redis-url",
+                redis_url,
+                "send",
+                "--provider",
+                "bulk",
+                "--csv",
+                str(csv_path),
+                "--text",
+                "default",
+            ]
+        )
+        == 0
+    )
     job_id = capsys.readouterr().out.strip()
     assert main(["--redis-url", redis_url, "results", job_id, "--ref", "r2"]) == 0
     record = json.loads(capsys.readouterr().out)

@@ -33,7 +33,11 @@ def test_credentials_come_from_the_environment(
     monkeypatch.setenv("KEY", "k-secret")
     config = load(tmp_path, GOOD)
     account = config.accounts["bulk"]  # type: ignore[attr-defined]
-    assert account.credentials == {"partner_id": "p-secret", "api_key": "k-secret", "shortcode": "SHORT"}
+    assert account.credentials == {
+        "partner_id": "p-secret",
+        "api_key": "k-secret",
+        "shortcode": "SHORT",
+    }
     assert (account.batch_size, account.max_parts, account.max_attempts) == (1000, 10, 5)
     assert (account.messages_per_second, account.requests_per_second, account.burst_s) == (50, 5, 1)
     assert "k-secret" not in repr(account) and "p-secret" not in repr(config)
@@ -43,8 +47,14 @@ def test_credentials_come_from_the_environment(
     ("change", "named"),
     [
         (lambda t: t.replace('api_key = "${KEY}"\n', ""), "providers.bulk.api_key"),
-        (lambda t: t.replace('kind = "sendbulk"', 'kind = "carrier-pigeon"'), "providers.bulk.kind"),
-        (lambda t: t.replace('default_region = "RO"', 'default_region = "Romania"'), "providers.bulk.default_region"),
+        (
+            lambda t: t.replace('kind = "sendbulk"', 'kind = "carrier-pigeon"'),
+            "providers.bulk.kind",
+        ),
+        (
+            lambda t: t.replace('default_region = "RO"', 'default_region = "Romania"'),
+            "providers.bulk.default_region",
+        ),
         (lambda t: t + "batch_size = 5000\n", "providers.bulk.batch_size"),
         (lambda t: t + "messages_per_second = -1\n", "providers.bulk.messages_per_second"),
         (lambda t: t + "colour = 'red'\n", "providers.bulk.colour"),

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 import redis
 
-from producer import JobExists, JobRefused, Producer
-from producer import keys
+from producer import JobExists, JobRefused, Producer, keys
 from producer.accounts import AccountInfo
 from producer.client import validate_job
 
@@ -42,7 +41,10 @@ def refused_fields(raw: Any) -> list[str]:
         (job(messages=[{"to": ""}]), "messages[0].to"),
         (job(messages=[{"to": 712345678}]), "messages[0].to"),
         (job(messages=[{"to": "0712345678"}, {"to": "1", "extra": 1}]), "messages[1].extra"),
-        (job(text=None, messages=[{"to": "0712345678", "text": "a"}, {"to": "1"}]), "messages[1].text"),
+        (
+            job(text=None, messages=[{"to": "0712345678", "text": "a"}, {"to": "1"}]),
+            "messages[1].text",
+        ),
         (job(schedule_at="tomorrow"), "schedule_at"),
         (job(schedule_at="2030-01-01T10:00:00"), "schedule_at"),  # no zone
         (job(job_id="has space"), "job_id"),

@@ -55,7 +55,9 @@ class Stack:
 
     def sandbox_post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         request = urllib.request.Request(
-            self.sandbox_url + path, data=json.dumps(body or {}).encode(), method="POST",
+            self.sandbox_url + path,
+            data=json.dumps(body or {}).encode(),
+            method="POST",
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=30) as answer:
@@ -64,6 +66,7 @@ class Stack:
     def wait_for(self, job_id: str, timeout_s: float = 120) -> JobStatus:
         producer = self.producer()
         try:
+
             def ended() -> bool:
                 for worker in self.workers:
                     if not worker.alive():
@@ -85,7 +88,10 @@ class Stack:
 
 
 def make_stack(
-    redis_url: str, log_dir: Path, workers: int = 1, sandbox_args: tuple[str, ...] = (),
+    redis_url: str,
+    log_dir: Path,
+    workers: int = 1,
+    sandbox_args: tuple[str, ...] = (),
     account_extra: str = "",
 ) -> Stack:
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -94,7 +100,9 @@ def make_stack(
     env = child_env(redis_url, config)
     sandbox, port = start_sandbox(env, log_dir, *sandbox_args)
     base_url = f"http://127.0.0.1:{port}"
-    write_config(config, base_url, BAD_CREDENTIALS_ACCOUNT.format(base_url=base_url) + account_extra)
+    write_config(
+        config, base_url, BAD_CREDENTIALS_ACCOUNT.format(base_url=base_url) + account_extra
+    )
     stack = Stack(redis_url, config, env, log_dir, sandbox, port)
     for _ in range(workers):
         stack.add_worker()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -37,8 +36,11 @@ def test_ten_thousand_recipients_each_sent_once_with_the_sandboxs_ids(stack: Sta
     producer = stack.producer()
     numbers = ro_numbers(10_000)
     job_id = producer.submit(
-        {"provider": "bulk", "text": "Your appointment is tomorrow at 10:00.",
-         "messages": [{"to": n, "ref": f"r{i}"} for i, n in enumerate(numbers)]}
+        {
+            "provider": "bulk",
+            "text": "Your appointment is tomorrow at 10:00.",
+            "messages": [{"to": n, "ref": f"r{i}"} for i, n in enumerate(numbers)],
+        }
     )
     assert producer.status(job_id).state in ("queued", "running")
     status = stack.wait_for(job_id)
@@ -64,9 +66,16 @@ def test_ten_thousand_recipients_each_sent_once_with_the_sandboxs_ids(stack: Sta
 def test_invalid_numbers_are_rejected_and_never_sent(stack: Stack) -> None:
     producer = stack.producer()
     job_id = producer.submit(
-        {"provider": "bulk", "text": "hi",
-         "messages": [{"to": "0712345678"}, {"to": "12"}, {"to": "not a number"},
-                      {"to": "0722123456", "text": "x" * 2000}]}
+        {
+            "provider": "bulk",
+            "text": "hi",
+            "messages": [
+                {"to": "0712345678"},
+                {"to": "12"},
+                {"to": "not a number"},
+                {"to": "0722123456", "text": "x" * 2000},
+            ],
+        }
     )
     stack.wait_for(job_id, 60)
     results = {r.index: r for r in producer.results(job_id)}
@@ -98,15 +107,18 @@ def test_celery_clients_submit_through_the_ingest_queue(stack: Stack) -> None:
     assert stack.wait_for(result.id, 60).counts["accepted"] == 3
 
     # The same message delivered again (same task id) makes no second job and sends nothing.
-    again = client.send_task(keys.SUBMIT_JOB, args=[job], queue=keys.INGEST_QUEUE,
-                             task_id=result.id, argsrepr="job")
+    again = client.send_task(
+        keys.SUBMIT_JOB, args=[job], queue=keys.INGEST_QUEUE, task_id=result.id, argsrepr="job"
+    )
     assert again.get(timeout=60) == {"job_id": result.id}
     assert stack.sandbox_get("/_sandbox/stats")["items"] == 3
 
     named = dict(job, job_id=result.id)
     refused = client.send_task(keys.SUBMIT_JOB, args=[named], queue=keys.INGEST_QUEUE)
     assert refused.get(timeout=60) == {"error": "job exists", "job_id": result.id}
-    invalid = client.send_task(keys.SUBMIT_JOB, args=[{"provider": "bulk"}], queue=keys.INGEST_QUEUE)
+    invalid = client.send_task(
+        keys.SUBMIT_JOB, args=[{"provider": "bulk"}], queue=keys.INGEST_QUEUE
+    )
     answer = invalid.get(timeout=60)
     assert answer["error"] == "invalid job"
     assert {e["field"] for e in answer["errors"]} == {"messages"}
@@ -118,8 +130,13 @@ def test_celery_clients_submit_through_the_ingest_queue(stack: Stack) -> None:
 
 def test_logs_carry_no_credential_and_no_full_phone_number(stack: Stack) -> None:
     producer = stack.producer()
-    job_id = producer.submit({"provider": "bulk", "text": "hi",
-                              "messages": [{"to": "0712345678"}, {"to": "+40 722 123 456"}]})
+    job_id = producer.submit(
+        {
+            "provider": "bulk",
+            "text": "hi",
+            "messages": [{"to": "0712345678"}, {"to": "+40 722 123 456"}],
+        }
+    )
     stack.wait_for(job_id, 60)
     wait_until(lambda: "provider_request" in stack.worker_logs(), 10, "the request log line")
     logs = stack.worker_logs()
