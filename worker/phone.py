@@ -13,6 +13,7 @@ international prefix; with US it is ``011``) and the bare country code
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -29,6 +30,7 @@ _NON_GEO_REGION = "001"  # phonenumbers' "region" of +800, +882, ...
 # rather than read as a vanity number or an extension ("ext. 12").
 _ALLOWED = re.compile(r"[\d\s+\-().\/]+")
 _NON_DIGITS = re.compile(r"\D")
+_SEPARATORS = str.maketrans("", "", " -.()/\t")
 _PARSE_REASONS = {
     NumberParseException.INVALID_COUNTRY_CODE: "unknown or missing country code",
     NumberParseException.NOT_A_NUMBER: "not a phone number",
@@ -74,6 +76,80 @@ def _parse(raw: str, region: str) -> PhoneNumber | str:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Region:
+    """What the fast path needs of a region, when its rules are simple."""
+
+    country_code: int
+    national_prefix: str | None  # "0" for RO; None where there is none
+    international_prefix: str | None  # "00" for RO; None if not plain digits
+
+
+@functools.cache
+def _simple_region(region: str) -> _Region | None:
+    """The region's rules if they are simple enough for the fast path: no
+    national-prefix transform, parsing strips exactly the national prefix."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if metadata is None or metadata.national_prefix_transform_rule:
+        return None
+    prefix = metadata.national_prefix
+    if (metadata.national_prefix_for_parsing or None) != (prefix or None):
+        return None
+    idd = metadata.international_prefix
+    return _Region(metadata.country_code, prefix or None, idd if idd and idd.isdigit() else None)
+
+
+def _single_region(country_code: int) -> str | None:
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(country_code, ())
+    return regions[0] if len(regions) == 1 and regions[0] != _NON_GEO_REGION else None
+
+
+def _fast_parse(raw: str, default_region: str) -> PhoneNumber | None:
+    """The common forms without phonenumbers.parse (about 3x faster).
+
+    Written by hand because it is the largest per-recipient cost. It takes
+    only plain digit strings (with ``+``, the region's international prefix
+    or its national prefix) for countries with one region and simple rules,
+    and returns None for anything else — the full parse then decides, so a
+    number is never read differently (a property test holds both to that).
+    """
+    compact = raw.translate(_SEPARATORS)
+    home = _simple_region(default_region)
+    if home is None:
+        return None
+    if compact.startswith("+"):
+        international = compact[1:]
+    elif home.international_prefix and compact.startswith(home.international_prefix):
+        international = compact[len(home.international_prefix) :]
+    elif home.national_prefix and compact.startswith(home.national_prefix):
+        return _valid(home.country_code, compact[len(home.national_prefix) :])
+    else:
+        return None
+    if not international.isdigit() or not international.isascii():
+        return None
+    for length in (1, 2, 3):
+        code = int(international[:length])
+        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            return _valid(code, international[length:])
+    return None
+
+
+def _valid(country_code: int, national: str) -> PhoneNumber | None:
+    """A valid number, or None (then the full parse gives the reason)."""
+    if not national.isdigit() or not national.isascii() or national.startswith("0"):
+        return None
+    region = _single_region(country_code)
+    rules = _simple_region(region) if region else None
+    if region is None or rules is None or not 2 <= len(national) <= 17:
+        return None
+    if rules.national_prefix and national.startswith(rules.national_prefix):
+        return None
+    number = phonenumbers.PhoneNumber(country_code=country_code, national_number=int(national))
+    if not phonenumbers.is_valid_number_for_region(number, region):
+        return None
+    return PhoneNumber(f"+{country_code}{national}", region, country_code, national)
+
+
 def parse_number(raw: str, default_region: str) -> PhoneNumber:
     """Parse and validate `raw`; national forms are read in `default_region`.
 
@@ -88,6 +164,9 @@ def parse_number(raw: str, default_region: str) -> PhoneNumber:
             if not raw.strip()
             else "phone number has characters other than digits, spaces, + - . / ( )"
         )
+    fast = _fast_parse(raw, default_region)
+    if fast is not None:
+        return fast
     result = _parse(raw, default_region)
     if isinstance(result, PhoneNumber):
         return result
