@@ -90,7 +90,9 @@ def _simple_region(region: str) -> _Region | None:
     """The region's rules if they are simple enough for the fast path: no
     national-prefix transform, parsing strips exactly the national prefix."""
     metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
-    if metadata is None or metadata.national_prefix_transform_rule:
+    if metadata is None or metadata.country_code is None:
+        return None
+    if metadata.national_prefix_transform_rule:
         return None
     prefix = metadata.national_prefix
     if (metadata.national_prefix_for_parsing or None) != (prefix or None):
