@@ -8,6 +8,7 @@ deliver a task twice, and a killed worker's task is delivered again.
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from typing import Any, cast
 
@@ -104,8 +105,12 @@ def submit_job(self: Task, job: dict[str, Any]) -> dict[str, Any]:
 
 
 @app.task(name=keys.PLAN_JOB, bind=True)
-def plan_job(self: Task, job_id: str) -> None:
-    """Split the job into chunks (index ranges) and enqueue one send task each."""
+def plan_job(self: Task, job_id: str, first_chunk: int = 0) -> None:
+    """Split the job into chunks (index ranges) and enqueue one send task each.
+
+    A task killed by its hard time limit is acked, never delivered again: a
+    plan cut short would leave its remaining chunks pending forever. So after
+    ``pass_budget_s`` a follow-up plan task enqueues the rest."""
     client = sync_redis()
     raw_spec, raw_state, raw_total, raw_chunk_size = cast(
         list[bytes], client.hmget(keys.job(job_id), ["spec", "state", "total", "chunk_size"])
@@ -127,7 +132,16 @@ def plan_job(self: Task, job_id: str) -> None:
     chunk_size = int(cast(bytes, client.hget(keys.job(job_id), "chunk_size")))
     n_chunks = chunk_count(total, chunk_size)
     queue = queue_for(spec.get("priority", "normal"))
-    for chunk_no in range(n_chunks):
+    started = time.monotonic()
+    for chunk_no in range(first_chunk, n_chunks):
+        if time.monotonic() - started > TIMING.pass_budget_s:
+            app.send_task(
+                keys.PLAN_JOB,
+                args=[job_id, chunk_no],
+                queue=queue,
+                argsrepr=f"job_id={job_id}, first_chunk={chunk_no}",
+            )
+            return
         enqueue_chunk(job_id, chunk_no, queue)
     client.eval(_MARK_RUNNING, 1, keys.job(job_id))
     log.info("job_planned", job_id=job_id, chunks=n_chunks, chunk_size=chunk_size)
