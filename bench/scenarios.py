@@ -1,0 +1,127 @@
+"""What the benchmark runs: scenarios and the jobs they submit (pure, no I/O).
+
+Numbers are unique Romanian mobiles in the forms clients send: 80 %
+``07XXXXXXXX``, 10 % ``+407XXXXXXXX``, 10 % ``07XX XXX XXX``. Texts are one
+GSM-7 part, so recipients and parts are the same count. No ``ref``s: the
+Redis figures are the job contract's minimum (a number and a shared text).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Kind = Literal["sendbulk", "gosms", "voipcomm", "limited", "naive"]
+
+TEXT = "Your appointment at Clinica Aurora is tomorrow at 10:00. Reply STOP to opt out."
+DISTINCT_TEXTS = 1000
+SIZES = (100_000, 1_000_000)
+LATENCIES_MS = (0.0, 100.0)
+VOIPCOMM_RECIPIENTS = 50_000
+LIMITED_RECIPIENTS = 200_000  # 10 s at the limit: a steady reading after the burst
+LIMIT_PARTS_PER_S = 20_000
+NAIVE_RECIPIENTS = 20_000
+QUICK_RECIPIENTS = 20_000
+QUICK_NAIVE_RECIPIENTS = 3_000
+
+
+@dataclass(frozen=True)
+class Scenario:
+    kind: Kind
+    recipients: int
+    latency_ms: float = 0.0
+    limit_parts_per_s: float = LIMIT_PARTS_PER_S  # the `bench-limited` account only
+
+    @property
+    def name(self) -> str:
+        size = _short(self.recipients)
+        if self.kind == "voipcomm":
+            return f"voipcomm-{size}-{DISTINCT_TEXTS}texts"
+        if self.kind == "limited":
+            return f"limited-{size}-{_short(int(self.limit_parts_per_s))}pps"
+        return f"{self.kind}-{size}-{self.latency_ms:g}ms"
+
+    @property
+    def account(self) -> str:
+        return f"bench-{self.kind}"
+
+    @property
+    def what(self) -> str:
+        """One line for the report: what the scenario sends."""
+        if self.kind == "voipcomm":
+            return f"voipcomm, {DISTINCT_TEXTS} distinct texts spread over the job"
+        if self.kind == "limited":
+            return f"sendbulk through an account limited to {self.limit_parts_per_s:,.0f} parts/s"
+        if self.kind == "naive":
+            return "naive: one Celery task, one HTTP request, one HSET per recipient (gosms single)"
+        if self.kind == "gosms":
+            return "gosms send-batch, batch_size 1000"
+        return "sendbulk, 1000 a request"
+
+
+def _short(n: int) -> str:
+    if n % 1_000_000 == 0:
+        return f"{n // 1_000_000}m"
+    if n % 1000 == 0:
+        return f"{n // 1000}k"
+    return str(n)
+
+
+def full_set(
+    sizes: tuple[int, ...] = SIZES,
+    latencies_ms: tuple[float, ...] = LATENCIES_MS,
+    limit_parts_per_s: float = LIMIT_PARTS_PER_S,
+    naive_recipients: int = NAIVE_RECIPIENTS,
+    voipcomm_recipients: int = VOIPCOMM_RECIPIENTS,
+    limited_recipients: int = LIMITED_RECIPIENTS,
+) -> list[Scenario]:
+    """Naive first (short; the ratio needs it), then the smsbulk scenarios,
+    smallest first so that a broken set-up shows within minutes."""
+    scenarios = [Scenario("naive", naive_recipients)]
+    for size in sorted(sizes):
+        for latency_ms in latencies_ms:
+            scenarios += [
+                Scenario("sendbulk", size, latency_ms),
+                Scenario("gosms", size, latency_ms),
+            ]
+    scenarios.append(Scenario("voipcomm", voipcomm_recipients))
+    scenarios.append(Scenario("limited", limited_recipients, limit_parts_per_s=limit_parts_per_s))
+    return scenarios
+
+
+def quick_set() -> list[Scenario]:
+    return [
+        Scenario("naive", QUICK_NAIVE_RECIPIENTS),
+        Scenario("sendbulk", QUICK_RECIPIENTS),
+        Scenario("gosms", QUICK_RECIPIENTS),
+    ]
+
+
+def number(n: int) -> str:
+    """The ``n``-th recipient: unique for n < 60,000,000 (0720-0779 ranges)."""
+    national = f"07{20 + n % 60}{n // 60:06d}"
+    form = n % 10
+    if form == 8:
+        return "+4" + national
+    if form == 9:
+        return f"{national[:4]} {national[4:7]} {national[7:]}"
+    return national
+
+
+def distinct_text(n: int) -> str:
+    """The text of recipient ``n`` in the voipcomm scenario: one of
+    DISTINCT_TEXTS, scattered (a multiplicative hash), so that a chunk of
+    1000 holds about 730 distinct texts: close to voipcomm's worst case, about one
+    request per 1.4 recipients."""
+    k = (n * 2_654_435_761) % 2**32 % DISTINCT_TEXTS
+    return f"Your code is {k:06d}. It expires in 10 minutes."
+
+
+def build_job(scenario: Scenario, job_id: str) -> dict[str, Any]:
+    """The job as an application would pass it to ``Producer.submit``."""
+    messages: list[dict[str, Any]]
+    if scenario.kind == "voipcomm":
+        messages = [{"to": number(n), "text": distinct_text(n)} for n in range(scenario.recipients)]
+        return {"job_id": job_id, "provider": scenario.account, "messages": messages}
+    messages = [{"to": number(n)} for n in range(scenario.recipients)]
+    return {"job_id": job_id, "provider": scenario.account, "text": TEXT, "messages": messages}
