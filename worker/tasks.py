@@ -122,7 +122,7 @@ def plan_job(self: Task, job_id: str, first_chunk: int = 0) -> None:
     if state == "scheduled" and datetime.fromisoformat(spec["schedule_at"]).timestamp() > now_s():
         return  # released by the scheduler when due
     client.zrem(keys.SCHEDULED, job_id)
-    if state not in ("queued", "scheduled"):
+    if state not in ("queued", "scheduled") and not (first_chunk and state == "running"):
         return  # planned already (a redelivery), or paused/cancelled
     account = get_runtime().config.accounts.get(spec["provider"])
     if account is None:
@@ -141,10 +141,12 @@ def plan_job(self: Task, job_id: str, first_chunk: int = 0) -> None:
                 queue=queue,
                 argsrepr=f"job_id={job_id}, first_chunk={chunk_no}",
             )
-            return
+            break
         enqueue_chunk(job_id, chunk_no, queue)
+    else:
+        log.info("job_planned", job_id=job_id, chunks=n_chunks, chunk_size=chunk_size)
+    # Running once its first chunks are queued, not once the last slice runs.
     client.eval(_MARK_RUNNING, 1, keys.job(job_id))
-    log.info("job_planned", job_id=job_id, chunks=n_chunks, chunk_size=chunk_size)
 
 
 def _retry_unknown_account(task: Task, job_id: str, account: str) -> None:
