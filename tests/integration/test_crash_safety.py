@@ -658,6 +658,12 @@ def test_a_job_whose_planning_outlasts_the_task_time_limit_is_planned_whole(
         try:
             started = time.monotonic()
             job_id = submit(stack, ro_numbers(MANY_CHUNKS, start=300_000), "at_most_once", "tiny")
+            with stack.redis() as client:
+                # Running from its first slice of chunks on, not from its last.
+                wait_until(
+                    lambda: client.hget(keys.job(job_id), "state") != b"queued", 15, "running"
+                )
+                assert client.hget(keys.job(job_id), "state") == b"running"
             status = stack.wait_for(job_id, 150)
             stats = stack.sandbox_get("/_sandbox/stats")
             print(f"\n{MANY_CHUNKS} chunks: {elapsed(started):.1f} s; {status.counts}")
