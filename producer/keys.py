@@ -56,7 +56,3 @@ def lease(job_id: str, chunk_no: int) -> str:
 def account_block(account: str) -> str:
     """String: why the account's sending is stopped (bad credentials)."""
     return f"{PREFIX}:blocked:{account}"
-
-
-def job_pattern(job_id: str) -> str:
-    return f"{PREFIX}:job:{job_id}:*"

@@ -151,10 +151,6 @@ class ResultsStore:
             created_at=float(created_at),
         )
 
-    async def state(self, job_id: str) -> str | None:
-        raw = cast(bytes | None, await self.redis.hget(keys.job(job_id), "state"))
-        return None if raw is None else str(raw.decode())
-
     async def acquire_lease(self, job_id: str, chunk_no: int, token: str, ttl_s: int) -> bool:
         return bool(await self.redis.set(keys.lease(job_id, chunk_no), token, nx=True, ex=ttl_s))
 

@@ -39,7 +39,6 @@ INLINE_WAIT_MAX_S = 0.5  # longer waits give the worker back (the chunk is defer
 @dataclass(slots=True)
 class PassResult:
     next_pass_in_s: float | None = None  # None: nothing left for this chunk to do
-    requests: int = 0
 
 
 def deadline_s(job: JobSpec) -> float | None:
@@ -168,7 +167,7 @@ class ChunkSender:
         )
         later = [wait for wait in waits if wait is not None]
         # The latest of them, so that no retried recipient goes before its backoff.
-        return PassResult(next_pass_in_s=max(later) if later else None, requests=len(batches))
+        return PassResult(next_pass_in_s=max(later) if later else None)
 
     async def _settle_interrupted(self, data: ChunkData) -> None:
         """Requests left in ``sending`` by a worker that died mid-request."""

@@ -175,7 +175,7 @@ def send_chunk(self: Task, job_id: str, chunk_no: int) -> None:
         runtime.run(fail_chunk(runtime.store, job, chunk_no, reason))
         return
     try:
-        next_pass_s = runtime.run(_send_chunk(runtime, job_id, chunk_no))
+        next_pass_s = runtime.run(_send_chunk(runtime, job, chunk_no))
     except Exception as error:
         # A bug or a long Redis outage: never drop the chunk silently.
         log.exception("chunk_failed", job_id=job_id, chunk=chunk_no)
@@ -192,11 +192,10 @@ def send_chunk(self: Task, job_id: str, chunk_no: int) -> None:
         enqueue_chunk(job_id, chunk_no, queue, next_pass_s)
 
 
-async def _send_chunk(runtime: Runtime, job_id: str, chunk_no: int) -> float | None:
+async def _send_chunk(runtime: Runtime, job: JobSpec, chunk_no: int) -> float | None:
+    """One pass over the chunk of a job read (and found running) by the task."""
     store = runtime.store
-    job = await store.job(job_id)
-    if job is None or job.state not in ("running", "queued"):
-        return None
+    job_id = job.job_id
     token = new_token()
     if not await store.acquire_lease(job_id, chunk_no, token, TIMING.lease_ttl_s):
         # Another delivery holds the chunk: it may be running, or it may have
