@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bench import procfs
+from bench.profile import Profile, Profiler
 from bench.scenarios import Scenario
 from bench.stack import Stack
 
@@ -67,6 +68,7 @@ class Result:
     redis_after: int = 0
     cpu_s: dict[str, float] = field(default_factory=dict)
     producer_submit_cpu_s: float = 0.0
+    profile: Profile | None = None  # --profile: the workers' py-spy summary
     problem: str | None = None
 
     @property
@@ -145,8 +147,10 @@ def measure(
     make_target: Callable[[], Target],
     say: Callable[[str], None],
     sandbox_kind: str,
+    profiler: Profiler | None = None,
 ) -> Result:
-    """Build the target's job, submit it, wait until it ends; the figures."""
+    """Build the target's job, submit it, wait until it ends; the figures
+    (with ``profiler``, the workers are sampled from submission to the end)."""
     result = Result(scenario)
     watches = [procfs.GroupWatch(worker.pid) for worker in stack.workers]
     cpu = _Cpu(stack, watches)
@@ -161,6 +165,8 @@ def measure(
     result.redis_before = _used_memory(stack)
     peak_reset = procfs.reset_own_peak_rss()
 
+    if profiler is not None:
+        profiler.start([worker.pid for worker in stack.workers])
     wall_start = time.time()
     start = time.monotonic()
     own_cpu = procfs.own_cpu_s()
@@ -215,6 +221,8 @@ def measure(
             break
         time.sleep(POLL_S)
     noticed = time.monotonic() - start
+    if profiler is not None:
+        result.profile = profiler.stop()
     finished = target.finished_wall_s()
     result.total_s = finished - wall_start if finished and finished > wall_start else noticed
     cpu_after = cpu.snapshot()

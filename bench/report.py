@@ -151,6 +151,31 @@ def cpu_rows(results: Sequence[Result], cores: int) -> tuple[list[str], list[lis
     return head, rows
 
 
+def profile_tables(result: Result) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The scenario's py-spy summary as (title, head, rows) tables."""
+    profile = result.profile
+    if profile is None or not profile.samples:
+        return []
+    name = result.scenario.name
+    return [
+        (
+            f"{name}: functions by own time ({profile.samples:,} samples)",
+            ["function (file)", "own %"],
+            [[label, f"{pct:.1f}"] for label, pct in profile.own],
+        ),
+        (
+            f"{name}: functions by inclusive time",
+            ["function (file)", "inclusive %"],
+            [[label, f"{pct:.1f}"] for label, pct in profile.inclusive],
+        ),
+        (
+            f"{name}: own time by package",
+            ["package", "own %"],
+            [[label, f"{pct:.1f}"] for label, pct in profile.packages],
+        ),
+    ]
+
+
 def text_table(head: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
 
@@ -181,6 +206,9 @@ def console_report(results: Sequence[Result], cores: int) -> str:
         ),
     ):
         parts.append(f"{title}\n{text_table(head, rows)}")
+    for result in results:
+        for title, head, rows in profile_tables(result):
+            parts.append(f"Profile, {title}\n{text_table(head, rows)}")
     parts += target_lines(results)
     return "\n\n".join(parts)
 
@@ -309,12 +337,19 @@ def markdown(
         "## Reproduce",
         REPRODUCE,
         "## Profile",
-        '_To be filled in by the optimisation work (issue 6, "How"): the top '
-        "entries of a py-spy or pyinstrument profile of the workers on "
-        "`sendbulk-1m-0ms`, before and after._",
+        PROFILE_HOW,
     ]
+    for result in results:
+        for title, head, rows in profile_tables(result):
+            sections += [f"### {title}", markdown_table(head, rows)]
     return "\n\n".join(sections) + "\n"
 
+
+PROFILE_HOW = """\
+`--profile` samples every worker process with py-spy (100 Hz,
+`--subprocesses --nonblocking`) from submission until the last recipient is
+final: own time is the function on top of the stack, inclusive time any
+function on it. Idle samples (waiting on a socket) are not counted."""
 
 REPRODUCE = """\
 ```sh
@@ -328,7 +363,7 @@ make bench BENCH_ARGS=--quick           # smoke run, 20,000 recipients: a minute
 Other flags: `--concurrency N` (pool processes per worker, default 2),
 `--workers N` (worker processes, default 1), `--limit-parts-per-s N`,
 `--naive-recipients N`, `--voipcomm-recipients N`,
-`--limited-recipients N`, `--no-aof` (Valkey without the append-only file),
+`--limited-recipients N`, `--no-aof` (Valkey without the append-only file), `--profile` (py-spy),
 `--keep-logs` (keep the work directory with every process's log). Each
 scenario starts a fresh Valkey (append-only file, `appendfsync everysec`,
 `noeviction`), a fresh sandbox and fresh workers on 127.0.0.1, and stops

@@ -32,6 +32,7 @@ from typing import Any, cast
 from bench import naive, report, scenarios
 from bench.machine import Machine
 from bench.measure import Result, Target, measure
+from bench.profile import Profiler, ProfilerMissing, require_py_spy
 from bench.scenarios import Scenario
 from bench.stack import REPO, Stack
 from bench.targets import SmsbulkTarget
@@ -65,6 +66,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-aof", action="store_true", help="Valkey without appendonly")
     parser.add_argument("--docs", type=Path, help=f"write the report here (default {DOCS})")
     parser.add_argument("--no-docs", action="store_true", help="write no report")
+    parser.add_argument(
+        "--profile", action="store_true", help="sample the workers with py-spy (smsbulk scenarios)"
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the work directory")
     return parser.parse_args(argv)
 
@@ -118,7 +122,8 @@ def run_one(
         else:
             stack.start_smsbulk_workers(args.workers, args.concurrency, scenario.limit_parts_per_s)
         sandbox_kind = {"naive": "gosms", "limited": "sendbulk"}.get(scenario.kind, scenario.kind)
-        result = measure(stack, scenario, make_target, say, sandbox_kind)
+        profiler = Profiler(work / "profile") if args.profile and scenario.kind != "naive" else None
+        result = measure(stack, scenario, make_target, say, sandbox_kind, profiler)
         if not result.ok:
             say(f"[{scenario.name}] PROBLEM: {result.problem}\n{stack.log_tails()}")
         return result
@@ -196,6 +201,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not chosen:
         print("bench: no scenario matches --only", file=sys.stderr)
         return 2
+    if args.profile:
+        try:
+            require_py_spy()
+        except ProfilerMissing as missing:
+            print(f"bench: {missing}", file=sys.stderr)
+            return 2
     docs = None if args.no_docs else (args.docs or (DOCS if default_set else None))
     started = datetime.now(UTC)
     root = Path(tempfile.mkdtemp(prefix="smsbulk-bench-"))

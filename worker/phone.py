@@ -21,6 +21,11 @@ from typing import Literal
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat
 
+# Keep phonenumbers' compiled metadata patterns in its own dict: without it
+# every pattern match goes through re.compile's cache lookup (1.6 of 9.6 us
+# a number on the benchmark's numbers).
+phonenumbers.enable_pattern_cache()
+
 NumberFormat = Literal["national", "00", "digits", "e164"]
 NUMBER_FORMATS: tuple[NumberFormat, ...] = ("national", "00", "digits", "e164")
 
