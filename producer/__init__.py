@@ -4,9 +4,9 @@ Other applications install and import this package only; it never imports
 ``worker``.
 """
 
-from producer.client import JobExists, NoSuchJob, Producer
+from producer.client import NoSuchJob, Producer
 from producer.control import InvalidRetry, JobStateConflict
-from producer.job import Job, JobRefused, JobStatus, Message, Outcome
+from producer.job import Job, JobExists, JobRefused, JobSpec, JobStatus, Message, Outcome
 
 __all__ = [
     "InvalidRetry",
@@ -14,6 +14,7 @@ __all__ = [
     "Job",
     "JobExists",
     "JobRefused",
+    "JobSpec",
     "JobStatus",
     "Message",
     "NoSuchJob",

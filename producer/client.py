@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
-from itertools import islice
 from typing import Any, cast
 
 import redis
 from celery import Celery
-from pydantic import ValidationError
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -21,28 +18,14 @@ from redis.retry import Retry
 from producer import control, keys
 from producer.accounts import AccountInfo, load_accounts
 from producer.control import JobStateConflict
-from producer.job import Job, JobRefused, JobStatus, Outcome, refusal_from
-from producer.store import encode_block, iter_outcomes, job_spec, now_s, read_status
+from producer.job import Job, JobStatus, Outcome
+from producer.job import JobExists as JobExists  # re-exported: it was defined here
+from producer.store import iter_outcomes, job_spec, read_status
+from producer.submission import store_job
+from producer.validation import open_job
+from producer.validation import validate_job as validate_job  # re-exported, likewise
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-
-# Creates the job hash only if no job has that id; returns 1 if created.
-_CREATE_JOB = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'spec', ARGV[1], 'state', ARGV[2], 'total', ARGV[3],
-           'created_at', ARGV[4], 'origin', ARGV[5])
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[6])
-if ARGV[2] == 'scheduled' then redis.call('ZADD', KEYS[3], ARGV[7], ARGV[6]) end
-return 1
-"""
-
-
-class JobExists(Exception):
-    """A job with this id exists already."""
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"job exists: {job_id}")
-        self.job_id = job_id
 
 
 class NoSuchJob(Exception):
@@ -65,93 +48,6 @@ def connect(redis_url: str) -> redis.Redis:
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), REDIS_RETRIES),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
-
-
-def validate_job(job: Job | dict[str, Any] | str | bytes, accounts: dict[str, AccountInfo]) -> Job:
-    """Everything that refuses a job whole (INTERFACE.md); raises JobRefused."""
-    try:
-        if isinstance(job, Job):
-            parsed = job
-        elif isinstance(job, str | bytes):
-            parsed = Job.model_validate_json(job)
-        else:
-            parsed = Job.model_validate(job)
-    except ValidationError as error:
-        raise refusal_from(error) from None
-    account = accounts.get(parsed.provider)
-    if account is None:
-        known = ", ".join(sorted(accounts)) or "none"
-        raise JobRefused(
-            [
-                {
-                    "field": "provider",
-                    "msg": f"unknown provider (accounts: {known})",
-                    "type": "unknown",
-                }
-            ]
-        )
-    errors: list[dict[str, Any]] = []
-    if account.is_template:
-        if not parsed.template_id:
-            errors.append(_error("template_id", f"required for {account.kind} account"))
-    elif parsed.text is None:
-        errors.extend(
-            _error(f"messages[{i}].text", "no text: give the message a text or the job a default")
-            for i, message in enumerate(parsed.messages)
-            if message.text is None
-        )
-    if account.needs_sender and not (parsed.sender or account.sender):
-        errors.append(_error("sender", f"required for {account.kind} (in the job or the account)"))
-    if errors:
-        raise JobRefused(errors[:20])
-    return parsed
-
-
-def _error(field: str, msg: str) -> dict[str, Any]:
-    return {"field": field, "msg": msg, "type": "value_error"}
-
-
-def store_job(client: redis.Redis, job: Job, job_id: str, origin: str = "") -> bool:
-    """Write a validated job; False if the id exists (then nothing is written).
-
-    ``origin`` identifies the submission (the Celery task id for
-    ``smsbulk.submit_job``) so that a redelivered submission is recognised.
-    """
-    spec = job.model_dump(mode="json", exclude={"messages", "job_id"})
-    created_at = now_s()
-    schedule_s = job.schedule_at.timestamp() if job.schedule_at is not None else 0.0
-    # schedule_at in the past means now.
-    state = "scheduled" if schedule_s > created_at else "queued"
-    created = client.eval(
-        _CREATE_JOB,
-        3,
-        keys.job(job_id),
-        keys.JOBS_INDEX,
-        keys.SCHEDULED,
-        json.dumps(spec),
-        state,
-        len(job.messages),
-        repr(created_at),
-        origin,
-        job_id,
-        repr(schedule_s),
-    )
-    if not created:
-        return False
-    write_blocks(client, job, job_id)
-    return True
-
-
-def write_blocks(client: redis.Redis, job: Job, job_id: str) -> None:
-    pipe = client.pipeline(transaction=False)
-    messages = iter(job.messages)
-    block_no = 0
-    while block := list(islice(messages, keys.BLOCK_SIZE)):
-        pipe.set(keys.block(job_id, block_no), encode_block(block))
-        block_no += 1
-        if block_no % 50 == 0:
-            pipe.execute()
-    pipe.execute()
 
 
 def queue_for(priority: str) -> str:
@@ -199,13 +95,18 @@ class Producer:
     def submit(self, job: Job | dict[str, Any] | str | bytes) -> str:
         """Validate, store and enqueue a job; returns its id.
 
-        Raises JobRefused (nothing stored) or JobExists.
+        ``job`` is a Job, a dict, or its JSON (str or bytes). A dict's
+        ``"messages"`` may be any iterable of message dicts (or Messages), a
+        generator included: messages are validated and stored a block of
+        1000 at a time, so the caller's list, if any, is the only full copy
+        of the job (a generator needs none).
+
+        Raises JobRefused or JobExists, and then nothing of the job is stored.
         """
-        parsed = validate_job(job, self.accounts())
-        job_id = parsed.job_id or uuid.uuid4().hex
-        if not store_job(self.redis, parsed, job_id):
-            raise JobExists(job_id)
-        enqueue_plan_if_due(self.redis, self.celery, job_id, parsed.priority)
+        check, messages = open_job(job, self.accounts())
+        job_id = check.job_id or uuid.uuid4().hex
+        spec = store_job(self.redis, check, messages, job_id)
+        enqueue_plan_if_due(self.redis, self.celery, job_id, spec.priority)
         return job_id
 
     def status(self, job_id: str) -> JobStatus:

@@ -57,7 +57,7 @@ def estimate(job: Job, account: AccountInfo) -> Estimate:
     forcing: dict[str, None] = {}
     for index, message in enumerate(job.messages):
         text = message.text if message.text is not None else job.text
-        # validate_job refuses a message without a text for a non-template account.
+        # validate_job (JobCheck) refuses a message without a text for a non-template account.
         counted = count_parts(text or "")
         messages.append(
             MessageEstimate(

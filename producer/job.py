@@ -6,6 +6,7 @@ job's JSON Schema); INTERFACE.md describes the same fields in prose.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -53,8 +54,9 @@ class Message(BaseModel):
     ref: StrictStr | None = Field(default=None, description="Client reference, echoed back.")
 
 
-class Job(BaseModel):
-    """A bulk send: one provider account, many messages."""
+class JobSpec(BaseModel):
+    """Every setting of a job, without its messages: what a submission
+    validates whole, before its messages stream in a block at a time."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -76,7 +78,6 @@ class Job(BaseModel):
     callback_url: StrictStr | None = Field(
         default=None, description="https URL POSTed the job status when it ends."
     )
-    messages: list[Message] = Field(min_length=1)
 
     @field_validator("callback_url")
     @classmethod
@@ -90,6 +91,12 @@ class Job(BaseModel):
         ):
             raise ValueError("must be an https URL (http only for localhost)")
         return value
+
+
+class Job(JobSpec):
+    """A bulk send: one provider account, many messages."""
+
+    messages: list[Message] = Field(min_length=1)
 
 
 class Outcome(BaseModel):
@@ -130,7 +137,18 @@ class JobRefused(ValueError):
         super().__init__("; ".join(f"{e['field']}: {e['msg']}" for e in errors))
 
 
-def field_path(loc: tuple[int | str, ...]) -> str:
+class JobExists(Exception):
+    """A job with this id exists already."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job exists: {job_id}")
+        self.job_id = job_id
+
+
+Loc = tuple[int | str, ...]
+
+
+def field_path(loc: Loc) -> str:
     """('messages', 3, 'to') -> 'messages[3].to'."""
     path = ""
     for part in loc:
@@ -138,14 +156,26 @@ def field_path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
+def error_records(
+    error: ValidationError, relocate: Callable[[Loc], Loc] | None = None
+) -> list[dict[str, Any]]:
+    """pydantic's errors, named by field path, without the input values.
+
+    ``relocate`` maps an error's location first: the errors of a block of
+    messages, validated alone, name the messages' indices in the job.
+    """
+    return [
+        {
+            "field": field_path(relocate(e["loc"]) if relocate else e["loc"]),
+            "msg": e["msg"],
+            "type": e["type"],
+        }
+        for e in error.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
 def refusal_from(error: ValidationError) -> JobRefused:
-    """pydantic's errors, named by field path, without the input values."""
-    return JobRefused(
-        [
-            {"field": field_path(e["loc"]), "msg": e["msg"], "type": e["type"]}
-            for e in error.errors(include_url=False, include_input=False, include_context=False)
-        ]
-    )
+    return JobRefused(error_records(error))
 
 
 def job_schema() -> dict[str, Any]:

@@ -21,9 +21,11 @@ SEND_CALLBACK = "smsbulk.send_callback"
 # Messages are stored in blocks of this many, one Redis string per block, so
 # a job of a million recipients is a thousand compact keys, not a million.
 BLOCK_SIZE = 1000
+UPLOAD_TTL_S = 3600  # how long a submission's staged blocks outlive a crashed producer
 
 JOBS_INDEX = f"{PREFIX}:jobs"  # sorted set: job id scored by created_at
 SCHEDULED = f"{PREFIX}:scheduled"  # sorted set: job id scored by schedule_at (epoch s)
+FINISHED = f"{PREFIX}:finished"  # sorted set: ended job id scored by finished_at (epoch s)
 OPTOUT = f"{PREFIX}:optout"  # set: E.164 numbers never to send to
 ACCOUNTS = f"{PREFIX}:accounts"  # hash: account name -> "kind\tsender", published by workers
 
@@ -36,6 +38,13 @@ def job(job_id: str) -> str:
 def block(job_id: str, block_no: int) -> str:
     """String: JSON array of the block's messages (compact tuples)."""
     return f"{PREFIX}:job:{job_id}:m:{block_no}"
+
+
+def upload_block(upload: str, block_no: int) -> str:
+    """String, expiring: a block of a job still being submitted (``upload`` is
+    a random token). Renamed to ``block`` when the job is committed, so a
+    refused or crashed submission leaves only keys that expire."""
+    return f"{PREFIX}:upload:{upload}:m:{block_no}"
 
 
 def outcomes(job_id: str, block_no: int) -> str:

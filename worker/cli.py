@@ -176,8 +176,8 @@ def cmd_optout(args: argparse.Namespace, producer: Producer) -> int:
 
 
 def cmd_estimate(args: argparse.Namespace, producer: Producer) -> int:
-    from producer.client import validate_job
     from producer.estimate import estimate
+    from producer.validation import validate_job
 
     accounts = producer.accounts()
     job = validate_job(_read_json(args.file), accounts)

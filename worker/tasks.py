@@ -17,17 +17,11 @@ from celery import Task
 
 from producer import keys
 from producer.accounts import load_accounts
-from producer.client import (
-    connect,
-    enqueue_plan_if_due,
-    queue_for,
-    redis_url_from_env,
-    store_job,
-    validate_job,
-    write_blocks,
-)
-from producer.job import JobRefused
+from producer.client import connect, enqueue_plan_if_due, queue_for, redis_url_from_env
+from producer.job import JobExists, JobRefused
 from producer.store import job_spec, now_s, read_status
+from producer.submission import store_job
+from producer.validation import open_job
 from worker import callbacks
 from worker.cancelling import sweep_cancelled
 from worker.celery_app import TIMING, app
@@ -87,20 +81,25 @@ def submit_job(self: Task, job: dict[str, Any]) -> dict[str, Any]:
     if isinstance(messages, list) and len(messages) > CELERY_MAX_MESSAGES:
         error = f"at most {CELERY_MAX_MESSAGES} via Celery; submit larger jobs in Python or HTTP"
         return {"error": "invalid job", "errors": [{"field": "messages", "msg": error}]}
+    priority: str
     try:
-        parsed = validate_job(job, load_accounts(client))
+        check, messages = open_job(job, load_accounts(client))
+        job_id = check.job_id or task_id
+        priority = store_job(client, check, messages, job_id, origin=task_id).priority
+        log.info("job_submitted", job_id=job_id, total=check.total)
     except JobRefused as refused:
         log.warning("job_refused", errors=refused.errors)
         return {"error": "invalid job", "errors": refused.errors}
-    job_id = parsed.job_id or task_id
-    if not store_job(client, parsed, job_id, origin=task_id):
+    except JobExists:
         if client.hget(keys.job(job_id), "origin") != task_id.encode():
             log.warning("job_refused_exists", job_id=job_id)
             return {"error": "job exists", "job_id": job_id}
-        # Our own submission, delivered again: finish what it may have left undone.
-        write_blocks(client, parsed, job_id)
-    enqueue_plan_if_due(client, app, job_id, parsed.priority)
-    log.info("job_submitted", job_id=job_id, total=len(parsed.messages))
+        # Our own submission, delivered again. The job was stored whole (one
+        # atomic commit) but perhaps not yet planned; plan_job ignores a
+        # second plan task.
+        log.info("job_submission_redelivered", job_id=job_id)
+        priority = str((job_spec(client, job_id) or {}).get("priority", "normal"))
+    enqueue_plan_if_due(client, app, job_id, priority)
     return {"job_id": job_id}
 
 
