@@ -20,14 +20,16 @@ from producer.store import STATUS_CODES, block_count, now_s
 FINAL_STATES = ("completed", "cancelled")
 RETRYABLE_STATUSES = ("failed", "unknown", "expired", "cancelled")
 
-# KEYS: job hash, scheduled set. ARGV: now, job id.
-# Returns the job's state, with "!" appended when this call changed it.
+# Every script: KEYS: job hash, scheduled set, finished set (an ended job,
+# scored by finished_at, which the workers remove after retention_days).
+# ARGV: now, job id. Returns the job's state, "!" appended when this call changed it.
 _CANCEL = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return false end
 if state == 'completed' or state == 'cancelled' then return state end
 redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2])
 return 'cancelled!'
 """
 
@@ -56,12 +58,13 @@ if new == 'scheduled' then redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2]) end
 return new .. '!'
 """
 
-# ARGV: every final status code (JSON), the codes to retry (JSON).
+# ARGV: every final status code (JSON), the codes to retry (JSON), job id.
 # A cancelled job has ended only once its sweep has settled every recipient
 # ('cancelling' until then); with nothing to retry the job stays as it is.
+# A job the workers have begun to remove (retention) is gone already.
 _REOPEN = """
 local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return false end
+if not state or redis.call('HEXISTS', KEYS[1], 'removing') == 1 then return false end
 if state ~= 'completed' and state ~= 'cancelled' then return state end
 local function count(codes)
   local n = 0
@@ -74,6 +77,7 @@ if count(ARGV[1]) < tonumber(redis.call('HGET', KEYS[1], 'total')) then return '
 if count(ARGV[2]) == 0 then return state end
 redis.call('HSET', KEYS[1], 'state', 'queued')
 redis.call('HDEL', KEYS[1], 'finished_at', 'callback')
+redis.call('ZREM', KEYS[3], ARGV[3])
 return 'queued!'
 """
 
@@ -111,7 +115,7 @@ class InvalidRetry(ValueError):
 def _transition(
     client: redis.Redis, script: str, job_id: str, *args: str
 ) -> tuple[str, bool] | None:
-    raw = client.eval(script, 2, keys.job(job_id), keys.SCHEDULED, *args)
+    raw = client.eval(script, 3, keys.job(job_id), keys.SCHEDULED, keys.FINISHED, *args)
     if raw is None:
         return None
     state = raw.decode() if isinstance(raw, bytes) else str(raw)
@@ -137,7 +141,7 @@ def reopen_for_retry(
     unchanged (an ended state) if it has none."""
     final = json.dumps([STATUS_CODES[s] for s in FINAL_STATUSES])
     wanted = json.dumps([STATUS_CODES[s] for s in statuses])
-    return _transition(client, _REOPEN, job_id, final, wanted)
+    return _transition(client, _REOPEN, job_id, final, wanted, job_id)
 
 
 def check_retry_statuses(statuses: list[str]) -> None:

@@ -56,15 +56,17 @@ def settle(client: redis.Redis, job_id: str, statuses: dict[int, str], attempts:
     for block_no, triples in by_block.items():
         raw = client.eval(
             _COMMIT,
-            3,
+            4,
             keys.job(job_id),
             keys.outcomes(job_id, block_no),
             keys.requests(job_id, block_no),
+            keys.FINISHED,
             "",
             "",
             "{}",
             repr(now_s()),
             json.dumps(FINAL_CODES),
+            job_id,
             *triples,
         )
         state = raw.decode() if isinstance(raw, bytes) else str(raw)

@@ -200,6 +200,27 @@ def _stop_releaser(**_: Any) -> None:
         _releaser.stop()
 
 
+_sweeper: Any = None
+
+
+@signals.worker_ready.connect
+def _start_sweeper(**_: Any) -> None:
+    """Remove jobs past ``retention_days`` from this worker's main process."""
+    global _sweeper
+
+    from worker.retention import Sweeper
+    from worker.timing import DAY_S
+
+    _sweeper = Sweeper(connect(redis_url_from_env()), SETTINGS.retention_days * DAY_S)
+    _sweeper.start()
+
+
+@signals.worker_shutdown.connect
+def _stop_sweeper(**_: Any) -> None:
+    if _sweeper is not None:
+        _sweeper.stop()
+
+
 @signals.worker_process_shutdown.connect
 def _close_runtime(**_: Any) -> None:
     from worker.runtime import close_runtime

@@ -31,13 +31,16 @@ from producer.store import (
 
 FINAL_CODES = [STATUS_CODES[name] for name in FINAL_STATUSES]
 
-# KEYS: job hash, outcomes hash, requests hash
+# KEYS: job hash, outcomes hash, requests hash, finished set
 # ARGV: request id ('' for none), fencing token, done-state JSON, now,
-#       then triples (index, outcome JSON, status code).
-# Returns the job's state after the commit, or 'fenced' if the request is no
-# longer ours (nothing written).
+#       final status codes JSON, job id, then triples (index, outcome JSON,
+#       status code).
+# Returns the job's state after the commit, 'fenced' if the request is no
+# longer ours, or 'gone' if the job was removed (retention): nothing written
+# then, so a late commit never leaves a stray counter-only job hash behind.
 _COMMIT = """
 local job, outcomes, requests = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('EXISTS', job) == 0 then return 'gone' end
 if ARGV[1] ~= '' then
   local current = redis.call('HGET', requests, ARGV[1])
   if not current or not string.find(current, ARGV[2], 1, true) then return 'fenced' end
@@ -45,7 +48,7 @@ if ARGV[1] ~= '' then
 end
 local final = {}
 for _, code in ipairs(cjson.decode(ARGV[5])) do final[code] = true end
-for i = 6, #ARGV, 3 do
+for i = 7, #ARGV, 3 do
   local old = redis.call('HGET', outcomes, ARGV[i])
   local old_code = old and string.sub(old, 3, 3) or 'p'
   local new_code = ARGV[i + 2]
@@ -63,6 +66,7 @@ if state == 'running' or state == 'queued' then
   end
   if done >= tonumber(redis.call('HGET', job, 'total')) then
     redis.call('HSET', job, 'state', 'completed', 'finished_at', ARGV[4])
+    redis.call('ZADD', KEYS[4], ARGV[4], ARGV[6])
     state = 'completed'
   end
 end
@@ -239,6 +243,7 @@ class ResultsStore:
             json.dumps(done_state or {}, separators=(",", ":")),
             repr(now_s()),
             self._final_codes,
+            job_id,
         ]
         for index, outcome in outcomes.items():
             args += [index, encode_outcome(outcome), STATUS_CODES[outcome.status]]
@@ -247,6 +252,7 @@ class ResultsStore:
                 keys.job(job_id),
                 keys.outcomes(job_id, block_no),
                 keys.requests(job_id, chunk_no),
+                keys.FINISHED,
             ],
             args=args,
         )

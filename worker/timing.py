@@ -35,3 +35,15 @@ class Timing:
             request_timeout_s=min(60.0, limit / 3),
             lease_ttl_s=limit + 5,
         )
+
+
+DAY_S = 86400
+RETENTION_SWEEP_MAX_S = 60.0
+RETENTION_SWEEP_MIN_S = 1.0
+
+
+def retention_sweep_s(retention_s: float) -> float:
+    """How often a worker looks for jobs past ``retention_days``: a tenth of
+    the retention, between one second and a minute, so a job is removed at
+    most about a tenth late (and at most a minute late at the default)."""
+    return min(RETENTION_SWEEP_MAX_S, max(RETENTION_SWEEP_MIN_S, retention_s / 10))
