@@ -18,8 +18,8 @@ import redis
 
 from producer import InvalidRetry, JobStateConflict, NoSuchJob, Producer, keys
 from producer.job import JobStatus
-from producer.store import STATUS_CODES, StoredOutcome, encode_outcome, now_s
-from worker.results_store import _COMMIT, FINAL_CODES
+from producer.store import StoredOutcome, now_s
+from worker.results_store import _COMMIT, FINAL_CODES, outcome_records
 
 Action = Callable[[Producer, str], JobStatus]
 
@@ -44,16 +44,13 @@ def submit(producer: Producer, count: int = 3, schedule_in_s: float | None = Non
 
 def settle(client: redis.Redis, job_id: str, statuses: dict[int, str], attempts: int = 1) -> str:
     """Record final outcomes the way a worker does (the workers' commit script)."""
-    by_block: dict[int, list[str]] = {}
+    by_block: dict[int, dict[int, StoredOutcome]] = {}
     for index, status in statuses.items():
-        outcome = StoredOutcome(
+        by_block.setdefault(index // keys.BLOCK_SIZE, {})[index] = StoredOutcome(
             status, e164=f"+407{20000000 + index}", attempts=attempts, updated_at=now_s()
         )
-        by_block.setdefault(index // keys.BLOCK_SIZE, []).extend(
-            [str(index), encode_outcome(outcome), STATUS_CODES[status]]
-        )
     state = ""
-    for block_no, triples in by_block.items():
+    for block_no, outcomes in by_block.items():
         raw = client.eval(
             _COMMIT,
             4,
@@ -67,7 +64,7 @@ def settle(client: redis.Redis, job_id: str, statuses: dict[int, str], attempts:
             repr(now_s()),
             json.dumps(FINAL_CODES),
             job_id,
-            *triples,
+            outcome_records(outcomes),
         )
         state = raw.decode() if isinstance(raw, bytes) else str(raw)
     return state
