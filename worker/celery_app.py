@@ -60,10 +60,10 @@ app.conf.update(
     task_acks_on_failure_or_timeout=True,
     worker_prefetch_multiplier=1,
     # A pool process sends one chunk at a time and waits for the provider and
-    # Redis in between, so one process a core leaves the cores idle part of
-    # the time: on 2 cores, 1,000,000 sendbulk recipients at 0 ms latency went
-    # at 23,700/s with 2 processes and 32,700/s with 4 (docs/BENCHMARKS.md).
-    # --concurrency overrides it.
+    # Redis in between, so one process a core leaves the cores idle: on 2
+    # cores, 100,000 sendbulk at 100 ms a request went at 11,400/s with 2
+    # processes, 22,700/s with 4 (1,000,000 at 0 ms: 27,500-31,100/s with 2,
+    # 31,600-32,200/s with 4). --concurrency overrides it.
     worker_concurrency=2 * (os.cpu_count() or 1),
     task_time_limit=TIMING.task_time_limit_s,
     task_soft_time_limit=TIMING.task_time_limit_s - 2,
