@@ -21,8 +21,12 @@ FINAL_STATES = ("completed", "cancelled")
 RETRYABLE_STATUSES = ("failed", "unknown", "expired", "cancelled")
 
 # Every script: KEYS: job hash, scheduled set, finished set (an ended job,
-# scored by finished_at, which the workers remove after retention_days).
-# ARGV: now, job id. Returns the job's state, "!" appended when this call changed it.
+# scored by finished_at, which the workers remove after retention_days),
+# active set (a queued or running job, scored by its last activity, which the
+# workers' watchdog reconciles), the job's done-chunks bitmap. Returns the
+# job's state, "!" appended when this call changed it.
+
+# ARGV: now, job id. A cancelled job is no longer watched.
 _CANCEL = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return false end
@@ -30,6 +34,7 @@ if state == 'completed' or state == 'cancelled' then return state end
 redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2])
+redis.call('ZREM', KEYS[4], ARGV[2])
 return 'cancelled!'
 """
 
@@ -45,8 +50,9 @@ return state
 
 # A job paused before its schedule waits for it again; any other resumes
 # through a new plan, which enqueues every chunk (finished ones return at once).
-# ARGV: the schedule time (epoch s), job id. The workers push a paused job's
-# release a minute on each time they look at it: it is due at its time again.
+# ARGV: the schedule time (epoch s), job id, now. The workers push a paused
+# job's release a minute on each time they look at it: it is due at its time
+# again. A queued one is active again (its plan task is watched for).
 _RESUME = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return false end
@@ -55,13 +61,15 @@ local from = redis.call('HGET', KEYS[1], 'paused_from')
 local new = from == 'scheduled' and 'scheduled' or 'queued'
 redis.call('HSET', KEYS[1], 'state', new)
 if new == 'scheduled' then redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2]) end
+if new == 'queued' then redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2]) end
 return new .. '!'
 """
 
-# ARGV: every final status code (JSON), the codes to retry (JSON), job id.
+# ARGV: every final status code (JSON), the codes to retry (JSON), job id, now.
 # A cancelled job has ended only once its sweep has settled every recipient
 # ('cancelling' until then); with nothing to retry the job stays as it is.
 # A job the workers have begun to remove (retention) is gone already.
+# Reopened, every chunk runs again: the done bitmap goes, the job is active.
 _REOPEN = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or redis.call('HEXISTS', KEYS[1], 'removing') == 1 then return false end
@@ -78,6 +86,8 @@ if count(ARGV[2]) == 0 then return state end
 redis.call('HSET', KEYS[1], 'state', 'queued')
 redis.call('HDEL', KEYS[1], 'finished_at', 'callback')
 redis.call('ZREM', KEYS[3], ARGV[3])
+redis.call('DEL', KEYS[5])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
 return 'queued!'
 """
 
@@ -115,7 +125,16 @@ class InvalidRetry(ValueError):
 def _transition(
     client: redis.Redis, script: str, job_id: str, *args: str
 ) -> tuple[str, bool] | None:
-    raw = client.eval(script, 3, keys.job(job_id), keys.SCHEDULED, keys.FINISHED, *args)
+    raw = client.eval(
+        script,
+        5,
+        keys.job(job_id),
+        keys.SCHEDULED,
+        keys.FINISHED,
+        keys.ACTIVE,
+        keys.done(job_id),
+        *args,
+    )
     if raw is None:
         return None
     state = raw.decode() if isinstance(raw, bytes) else str(raw)
@@ -131,7 +150,7 @@ def pause(client: redis.Redis, job_id: str) -> tuple[str, bool] | None:
 
 
 def resume(client: redis.Redis, job_id: str, schedule_s: float) -> tuple[str, bool] | None:
-    return _transition(client, _RESUME, job_id, repr(schedule_s), job_id)
+    return _transition(client, _RESUME, job_id, repr(schedule_s), job_id, repr(now_s()))
 
 
 def reopen_for_retry(
@@ -141,7 +160,7 @@ def reopen_for_retry(
     unchanged (an ended state) if it has none."""
     final = json.dumps([STATUS_CODES[s] for s in FINAL_STATUSES])
     wanted = json.dumps([STATUS_CODES[s] for s in statuses])
-    return _transition(client, _REOPEN, job_id, final, wanted, job_id)
+    return _transition(client, _REOPEN, job_id, final, wanted, job_id, repr(now_s()))
 
 
 def check_retry_statuses(statuses: list[str]) -> None:

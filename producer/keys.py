@@ -26,6 +26,9 @@ UPLOAD_TTL_S = 3600  # how long a submission's staged blocks outlive a crashed p
 JOBS_INDEX = f"{PREFIX}:jobs"  # sorted set: job id scored by created_at
 SCHEDULED = f"{PREFIX}:scheduled"  # sorted set: job id scored by schedule_at (epoch s)
 FINISHED = f"{PREFIX}:finished"  # sorted set: ended job id scored by finished_at (epoch s)
+# Sorted set: queued or running job id scored by its last activity (epoch s):
+# submitted, planned, a commit. The workers' watchdog looks at the silent ones.
+ACTIVE = f"{PREFIX}:active"
 OPTOUT = f"{PREFIX}:optout"  # set: E.164 numbers never to send to
 ACCOUNTS = f"{PREFIX}:accounts"  # hash: account name -> "kind\tsender", published by workers
 
@@ -60,6 +63,12 @@ def requests(job_id: str, chunk_no: int) -> str:
 def lease(job_id: str, chunk_no: int) -> str:
     """String: the worker currently sending the chunk (SET NX with expiry)."""
     return f"{PREFIX}:job:{job_id}:lease:{chunk_no}"
+
+
+def done(job_id: str) -> str:
+    """Bitmap: bit ``chunk_no`` is 1 once the chunk has nothing left to send
+    (its last pass ended). Deleted when a retry reopens the job."""
+    return f"{PREFIX}:job:{job_id}:done"
 
 
 def account_block(account: str) -> str:

@@ -28,27 +28,30 @@ from producer.validation import JobCheck
 BLOCKS_PER_WRITE = 50  # staged blocks per pipeline round trip (about 1.5 MB)
 DELETE_BATCH = 1000  # keys per DEL when discarding a submission
 
-# KEYS: the job hash, JOBS_INDEX, SCHEDULED, then the n staged blocks, then
-# their n final names. If the job exists, the staged blocks are dropped (0).
-# If any staged block has expired, nothing is done (-1). Otherwise the job
-# hash is created (the fields of producer.store's layout) and every block is
-# renamed into place and made permanent (1).
+# KEYS: the job hash, JOBS_INDEX, SCHEDULED, ACTIVE, then the n staged
+# blocks, then their n final names. If the job exists, the staged blocks are
+# dropped (0). If any staged block has expired, nothing is done (-1).
+# Otherwise the job hash is created (the fields of producer.store's layout),
+# every block is renamed into place and made permanent, and a queued job is
+# listed as active (the workers' watchdog re-plans it if its plan task is
+# lost) (1).
 _COMMIT_JOB = """
 local n = tonumber(ARGV[8])
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  for i = 4, 3 + n do redis.call('DEL', KEYS[i]) end
+  for i = 5, 4 + n do redis.call('DEL', KEYS[i]) end
   return 0
 end
-for i = 4, 3 + n do
+for i = 5, 4 + n do
   if redis.call('EXISTS', KEYS[i]) == 0 then return -1 end
 end
 redis.call('HSET', KEYS[1], 'spec', ARGV[1], 'state', ARGV[2], 'total', ARGV[3],
            'created_at', ARGV[4], 'origin', ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[6])
 if ARGV[2] == 'scheduled' then redis.call('ZADD', KEYS[3], ARGV[7], ARGV[6]) end
+if ARGV[2] == 'queued' then redis.call('ZADD', KEYS[4], ARGV[4], ARGV[6]) end
 for i = 1, n do
-  redis.call('RENAME', KEYS[3 + i], KEYS[3 + n + i])
-  redis.call('PERSIST', KEYS[3 + n + i])
+  redis.call('RENAME', KEYS[4 + i], KEYS[4 + n + i])
+  redis.call('PERSIST', KEYS[4 + n + i])
 end
 return 1
 """
@@ -134,10 +137,11 @@ def _commit(
     settings = spec.model_dump(mode="json", exclude={"messages", "job_id"})
     committed = client.eval(
         _COMMIT_JOB,
-        3 + 2 * blocks,
+        4 + 2 * blocks,
         keys.job(job_id),
         keys.JOBS_INDEX,
         keys.SCHEDULED,
+        keys.ACTIVE,
         *(keys.upload_block(upload, n) for n in range(blocks)),
         *(keys.block(job_id, n) for n in range(blocks)),
         json.dumps(settings),

@@ -53,11 +53,12 @@ def settle(client: redis.Redis, job_id: str, statuses: dict[int, str], attempts:
     for block_no, outcomes in by_block.items():
         raw = client.eval(
             _COMMIT,
-            4,
+            5,
             keys.job(job_id),
             keys.outcomes(job_id, block_no),
             keys.requests(job_id, block_no),
             keys.FINISHED,
+            keys.ACTIVE,
             "",
             "",
             "{}",

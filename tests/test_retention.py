@@ -72,7 +72,7 @@ def mark(client: redis.Redis, job_id: str, cutoff_s: float) -> Any:
     """The first step of a removal alone, as a worker that dies after it leaves it."""
     return client.eval(
         retention._MARK,
-        4,
+        1 + len(retention._INDEXES),
         keys.job(job_id),
         *retention._INDEXES,
         job_id,
@@ -183,7 +183,13 @@ def test_sweeping_twice_or_from_two_workers_is_harmless(producer: Producer) -> N
     first = retention_keys[:10]
     assert (
         client.eval(
-            retention._REMOVE, 4 + 10, keys.job(job_id), *retention._INDEXES, *first, job_id, "0"
+            retention._REMOVE,
+            1 + len(retention._INDEXES) + 10,
+            keys.job(job_id),
+            *retention._INDEXES,
+            *first,
+            job_id,
+            "0",
         )
         == 10
     )
@@ -193,7 +199,13 @@ def test_sweeping_twice_or_from_two_workers_is_harmless(producer: Producer) -> N
     rest = retention_keys[10:20]
     assert (
         client.eval(
-            retention._REMOVE, 4 + 10, keys.job(job_id), *retention._INDEXES, *rest, job_id, "0"
+            retention._REMOVE,
+            1 + len(retention._INDEXES) + 10,
+            keys.job(job_id),
+            *retention._INDEXES,
+            *rest,
+            job_id,
+            "0",
         )
         == -1
     )

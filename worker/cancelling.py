@@ -5,6 +5,10 @@ is still recording a request in flight: it waits for that pass to end, then
 settles what is left. A request a killed worker left in ``sending`` is
 ``unknown`` under at_most_once (it may have been sent); under
 at_least_once it would have been sent again, and is now cancelled instead.
+
+The chunks it settles are not marked done (``keys.done``): the cancel took
+the job off the watchdog's list, and a retry that reopens it clears the
+marks anyway.
 """
 
 from __future__ import annotations

@@ -227,6 +227,34 @@ def _stop_sweeper(**_: Any) -> None:
         _sweeper.stop()
 
 
+_watchdog: Any = None
+
+
+@signals.worker_ready.connect
+def _start_watchdog(**_: Any) -> None:
+    """Re-enqueue tasks the broker lost (worker/watchdog.py) from this
+    worker's main process."""
+    global _watchdog
+
+    from producer.client import enqueue_plan
+    from worker.tasks import enqueue_chunk
+    from worker.watchdog import Watchdog
+
+    _watchdog = Watchdog(
+        connect(redis_url_from_env()),
+        stall_s=TIMING.visibility_timeout_s,
+        enqueue_plan=lambda job_id, priority: enqueue_plan(app, job_id, priority),
+        enqueue_chunk=enqueue_chunk,
+    )
+    _watchdog.start()
+
+
+@signals.worker_shutdown.connect
+def _stop_watchdog(**_: Any) -> None:
+    if _watchdog is not None:
+        _watchdog.stop()
+
+
 @signals.worker_process_shutdown.connect
 def _close_runtime(**_: Any) -> None:
     from worker.runtime import close_runtime

@@ -31,13 +31,15 @@ from producer.store import (
 
 FINAL_CODES = [STATUS_CODES[name] for name in FINAL_STATUSES]
 
-# KEYS: job hash, outcomes hash, requests hash, finished set
+# KEYS: job hash, outcomes hash, requests hash, finished set, active set
 # ARGV: request id ('' for none), fencing token, done-state JSON, now,
 #       final status codes JSON, job id, then the outcomes as one string of
 #       "index\toutcome JSON\n" records (see ``outcome_records``).
 # Returns the job's state after the commit, 'fenced' if the request is no
 # longer ours, or 'gone' if the job was removed (retention): nothing written
 # then, so a late commit never leaves a stray counter-only job hash behind.
+# A commit to a queued or running job is its activity (the job's score in
+# the active set, read by worker/watchdog.py); its completion unlists it.
 #
 # One string rather than an argument per outcome, and one HMGET/HSET per
 # 1000 outcomes rather than a call each: a chunk's commit was the largest
@@ -86,7 +88,10 @@ if state == 'running' or state == 'queued' then
   if done >= tonumber(redis.call('HGET', job, 'total')) then
     redis.call('HSET', job, 'state', 'completed', 'finished_at', ARGV[4])
     redis.call('ZADD', KEYS[4], ARGV[4], ARGV[6])
+    redis.call('ZREM', KEYS[5], ARGV[6])
     state = 'completed'
+  else
+    redis.call('ZADD', KEYS[5], ARGV[4], ARGV[6])
   end
 end
 return state
@@ -238,6 +243,11 @@ class ResultsStore:
         if request_ids:
             await self.redis.hdel(keys.requests(job_id, chunk_no), *request_ids)
 
+    async def mark_chunk_done(self, job_id: str, chunk_no: int) -> None:
+        """Record that the chunk has nothing left to send: the watchdog does
+        not look for its task any more (until a retry reopens the job)."""
+        await self.redis.setbit(keys.done(job_id), chunk_no, 1)
+
     async def lease_ttl_s(self, job_id: str, chunk_no: int) -> float:
         ttl_ms = await self.redis.pttl(keys.lease(job_id, chunk_no))
         return max(int(ttl_ms), 0) / 1000
@@ -278,6 +288,7 @@ class ResultsStore:
                 keys.outcomes(job_id, block_no),
                 keys.requests(job_id, chunk_no),
                 keys.FINISHED,
+                keys.ACTIVE,
             ],
             args=args,
         )

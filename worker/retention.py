@@ -51,7 +51,7 @@ BACKFILL_S = 6 * 3600
 # worker can still be writing to it.
 UNSETTLED_GRACE_S = DAY_S
 
-# KEYS: job hash, finished set, jobs index, scheduled set.
+# KEYS: job hash, finished set, jobs index, scheduled set, active set.
 # ARGV: job id, cutoff (epoch s), cutoff for unsettled jobs, final codes JSON.
 # Returns {'remove', total, chunk_size} once the job is marked (or was
 # already), else {why}: 'gone' (index entries dropped), 'open' (reopened by a
@@ -65,6 +65,7 @@ if not state then
   redis.call('ZREM', KEYS[2], id)
   redis.call('ZREM', KEYS[3], id)
   redis.call('ZREM', KEYS[4], id)
+  redis.call('ZREM', KEYS[5], id)
   return {'gone'}
 end
 if not h[5] then
@@ -88,19 +89,20 @@ end
 return {'remove', h[3], h[4] or ''}
 """
 
-# KEYS: job hash, finished set, jobs index, scheduled set, then the job's
-# keys to remove. ARGV: job id, '1' for the last batch (the job hash and its
+# KEYS: job hash, finished set, jobs index, scheduled set, active set, then
+# the job's keys to remove. ARGV: job id, '1' for the last batch (the job hash and its
 # index entries go too). Returns how many keys existed, or -1 if the job is
 # not marked for removal (another worker has finished removing it).
 _REMOVE = """
 if redis.call('HEXISTS', KEYS[1], 'removing') == 0 then return -1 end
 local n = 0
-if #KEYS > 4 then n = redis.call('UNLINK', unpack(KEYS, 5)) end
+if #KEYS > 5 then n = redis.call('UNLINK', unpack(KEYS, 6)) end
 if ARGV[2] == '1' then
   n = n + redis.call('UNLINK', KEYS[1])
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('ZREM', KEYS[4], ARGV[1])
+  redis.call('ZREM', KEYS[5], ARGV[1])
 end
 return n
 """
@@ -118,7 +120,7 @@ end
 return added
 """
 
-_INDEXES = (keys.FINISHED, keys.JOBS_INDEX, keys.SCHEDULED)
+_INDEXES = (keys.FINISHED, keys.JOBS_INDEX, keys.SCHEDULED, keys.ACTIVE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +133,9 @@ class Removal:
 def job_data_keys(job_id: str, total: int, chunk_size: int) -> Iterator[str]:
     """Every key of a job but its hash: a block's messages and outcomes
     together (a reader never sees messages without their outcomes), then
-    each chunk's requests and lease. Chunks are numbered by the job's chunk
-    size, or by block if it was cancelled before it was planned."""
+    each chunk's requests and lease, then the done-chunks bitmap. Chunks
+    are numbered by the job's chunk size, or by block if it was cancelled
+    before it was planned."""
     for block_no in range(block_count(total)):
         yield keys.block(job_id, block_no)
         yield keys.outcomes(job_id, block_no)
@@ -142,6 +145,7 @@ def job_data_keys(job_id: str, total: int, chunk_size: int) -> Iterator[str]:
     for chunk_no in range(chunks):
         yield keys.requests(job_id, chunk_no)
         yield keys.lease(job_id, chunk_no)
+    yield keys.done(job_id)
 
 
 def _text(raw: bytes | str) -> str:
@@ -158,7 +162,7 @@ def remove_job(
         list[bytes],
         client.eval(
             _MARK,
-            4,
+            1 + len(_INDEXES),
             job_key,
             *_INDEXES,
             job_id,
@@ -181,7 +185,7 @@ def remove_job(
                 int,
                 client.eval(
                     _REMOVE,
-                    4 + len(batch),
+                    1 + len(_INDEXES) + len(batch),
                     job_key,
                     *_INDEXES,
                     *batch,

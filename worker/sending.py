@@ -39,6 +39,12 @@ INLINE_WAIT_MAX_S = 0.5  # longer waits give the worker back (the chunk is defer
 @dataclass(slots=True)
 class PassResult:
     next_pass_in_s: float | None = None  # None: nothing left for this chunk to do
+    stopped: bool = False  # the job was paused or cancelled mid-pass: not done either
+
+    @property
+    def chunk_done(self) -> bool:
+        """Nothing left for this chunk: no pass follows, and none is owed by a resume."""
+        return self.next_pass_in_s is None and not self.stopped
 
 
 def deadline_s(job: JobSpec) -> float | None:
@@ -62,6 +68,7 @@ async def fail_chunk(store: ResultsStore, job: JobSpec, chunk_no: int, reason: s
     }
     if failed:
         await store.commit(job.job_id, chunk_no, failed)
+    await store.mark_chunk_done(job.job_id, chunk_no)
 
 
 class ChunkSender:
@@ -97,6 +104,7 @@ class ChunkSender:
         self.log = get_logger(job_id=job.job_id, chunk=chunk_no, provider=self.account.name)
         self._started = time.monotonic()
         self._inline_until: float | None = None  # end of the pass's inline wait for capacity
+        self._stopped = False  # a request found the job paused or cancelled
 
     async def _commit(self, outcomes: dict[int, StoredOutcome]) -> None:
         if outcomes:
@@ -167,7 +175,7 @@ class ChunkSender:
         )
         later = [wait for wait in waits if wait is not None]
         # The latest of them, so that no retried recipient goes before its backoff.
-        return PassResult(next_pass_in_s=max(later) if later else None)
+        return PassResult(next_pass_in_s=max(later) if later else None, stopped=self._stopped)
 
     async def _settle_interrupted(self, data: ChunkData) -> None:
         """Requests left in ``sending`` by a worker that died mid-request."""
@@ -255,6 +263,7 @@ class ChunkSender:
         if not await self.store.begin_request(self.job.job_id, self.chunk_no, request_id, sending):
             # Paused or cancelled meanwhile: whoever resumes enqueues the chunk again.
             await self.store.drop_requests(self.job.job_id, self.chunk_no, [request_id])
+            self._stopped = True
             return None
         started = time.monotonic()
         with metrics.in_flight(self.account):

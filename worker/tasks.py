@@ -131,6 +131,8 @@ def plan_job(self: Task, job_id: str, first_chunk: int = 0) -> None:
     chunk_size = int(cast(bytes, client.hget(keys.job(job_id), "chunk_size")))
     n_chunks = chunk_count(total, chunk_size)
     queue = queue_for(spec.get("priority", "normal"))
+    # Activity: the watchdog looks for this job's tasks only once it is silent.
+    client.zadd(keys.ACTIVE, {job_id: now_s()})
     started = time.monotonic()
     for chunk_no in range(first_chunk, n_chunks):
         if time.monotonic() - started > TIMING.pass_budget_s:
@@ -209,6 +211,8 @@ async def _send_chunk(runtime: Runtime, job: JobSpec, chunk_no: int) -> float | 
             store, runtime.limiter, runtime.adapter(account), job, chunk_no, TIMING
         )
         result = await sender.run(runtime.session)
+        if result.chunk_done:
+            await store.mark_chunk_done(job_id, chunk_no)
     finally:
         await store.release_lease(job_id, chunk_no, token)
     await _callback_if_ended(store, job)
