@@ -256,10 +256,12 @@ def test_jobs_that_ended_before_the_listing_are_backfilled(producer: Producer) -
     ended = [completed_job(producer, 3) for _ in range(3)]
     running = submit(producer)
     mark_running(client, running)
-    client.delete(keys.FINISHED)  # as before this version
+    client.delete(keys.FINISHED, keys.ACTIVE)  # as before this version
     assert retention.backfill(client) == 3
     assert retention.backfill(client) == 0
     assert {m.decode() for m in client.zrange(keys.FINISHED, 0, -1)} == set(ended)
+    # The running job is watched again (worker/watchdog.py), the ended ones not.
+    assert [m.decode() for m in client.zrange(keys.ACTIVE, 0, -1)] == [running]
     for job_id in ended:
         finished_at = producer.status(job_id).finished_at
         assert finished_at is not None

@@ -107,14 +107,19 @@ end
 return n
 """
 
-# KEYS: finished set, then one job hash per id. ARGV: the job ids.
-# Adds every ended job not listed yet; returns how many.
+# KEYS: finished set, active set, then one job hash per id. ARGV: now, then
+# the job ids. Lists every ended job not in ``finished`` yet (returns how
+# many), and every queued or running job not in ``active`` (as active now, so
+# that the watchdog, worker/watchdog.py, watches jobs older than it too).
 _BACKFILL = """
 local added = 0
-for i, id in ipairs(ARGV) do
+for i = 2, #ARGV do
+  local id = ARGV[i]
   local h = redis.call('HMGET', KEYS[i + 1], 'state', 'finished_at')
   if (h[1] == 'completed' or h[1] == 'cancelled') and h[2] then
     added = added + redis.call('ZADD', KEYS[1], 'NX', h[2], id)
+  elseif h[1] == 'queued' or h[1] == 'running' then
+    redis.call('ZADD', KEYS[2], 'NX', ARGV[1], id)
   end
 end
 return added
@@ -232,7 +237,8 @@ def sweep(
 
 def backfill(client: redis.Redis) -> int:
     """List the ended jobs that ``finished`` lacks (they ended before it
-    existed, or on a worker of an older version); returns how many."""
+    existed, or on a worker of an older version; returns how many), and the
+    queued and running jobs that ``active`` lacks, likewise."""
     added, cursor = 0, 0
     while True:
         cursor, page = cast(
@@ -243,7 +249,18 @@ def backfill(client: redis.Redis) -> int:
         if ids:
             job_keys = [keys.job(job_id) for job_id in ids]
             added += int(
-                cast(int, client.eval(_BACKFILL, 1 + len(ids), keys.FINISHED, *job_keys, *ids))
+                cast(
+                    int,
+                    client.eval(
+                        _BACKFILL,
+                        2 + len(ids),
+                        keys.FINISHED,
+                        keys.ACTIVE,
+                        *job_keys,
+                        repr(now_s()),
+                        *ids,
+                    ),
+                )
             )
         if cursor == 0:
             return added
