@@ -82,6 +82,19 @@ def mark(client: redis.Redis, job_id: str, cutoff_s: float) -> Any:
     )
 
 
+def remove_batch(client: redis.Redis, job_id: str, batch: list[str]) -> Any:
+    """One batch of a removal's keys, not the last: a worker part-way through."""
+    return client.eval(
+        retention._REMOVE,
+        1 + len(retention._INDEXES) + len(batch),
+        keys.job(job_id),
+        *retention._INDEXES,
+        *batch,
+        job_id,
+        "0",
+    )
+
+
 def test_ending_a_job_lists_it_and_a_retry_unlists_it(producer: Producer) -> None:
     client = producer.redis
     job_id = completed_job(producer, 3)
@@ -181,34 +194,12 @@ def test_sweeping_twice_or_from_two_workers_is_harmless(producer: Producer) -> N
     retention_keys = list(retention.job_data_keys(job_id, 3500, CHUNK_SIZE))
     mark(client, job_id, cutoff)
     first = retention_keys[:10]
-    assert (
-        client.eval(
-            retention._REMOVE,
-            1 + len(retention._INDEXES) + 10,
-            keys.job(job_id),
-            *retention._INDEXES,
-            *first,
-            job_id,
-            "0",
-        )
-        == 10
-    )
+    assert remove_batch(client, job_id, first) == 10
     # ...worker B removes the whole job meanwhile...
     assert retention.remove_job(client, job_id, cutoff, cutoff).outcome == "removed"
     # ...and A's next batch finds it gone.
     rest = retention_keys[10:20]
-    assert (
-        client.eval(
-            retention._REMOVE,
-            1 + len(retention._INDEXES) + 10,
-            keys.job(job_id),
-            *retention._INDEXES,
-            *rest,
-            job_id,
-            "0",
-        )
-        == -1
-    )
+    assert remove_batch(client, job_id, rest) == -1
     assert job_keys(client, job_id) == set()
     # Sweeping again finds nothing; a stale listing is dropped.
     client.zadd(keys.FINISHED, {job_id: cutoff - 10})

@@ -173,14 +173,14 @@ def _child_metrics_done(**_: Any) -> None:
     metrics.child_stopping()
 
 
-_releaser: Any = None
+# The main process's background threads (each has ``start`` and ``stop``):
+# started when the worker is ready, stopped when it shuts down.
+_background: list[Any] = []
 
 
 @signals.worker_ready.connect
 def _start_releaser(**_: Any) -> None:
     """Release scheduled jobs from this worker's main process."""
-    global _releaser
-
     from producer.client import enqueue_plan
     from worker.logs import get_logger
     from worker.scheduler import Releaser
@@ -194,65 +194,47 @@ def _start_releaser(**_: Any) -> None:
         enqueue_plan(app, job_id, priority)
         log.info("job_released", job_id=job_id)
 
-    _releaser = Releaser(
-        client, enqueue, lambda error: log.warning("release_failed", error=str(error))
+    _run_in_background(
+        Releaser(client, enqueue, lambda error: log.warning("release_failed", error=str(error)))
     )
-    _releaser.start()
-
-
-@signals.worker_shutdown.connect
-def _stop_releaser(**_: Any) -> None:
-    if _releaser is not None:
-        _releaser.stop()
-
-
-_sweeper: Any = None
 
 
 @signals.worker_ready.connect
 def _start_sweeper(**_: Any) -> None:
     """Remove jobs past ``retention_days`` from this worker's main process."""
-    global _sweeper
-
     from worker.retention import Sweeper
     from worker.timing import DAY_S
 
-    _sweeper = Sweeper(connect(redis_url_from_env()), SETTINGS.retention_days * DAY_S)
-    _sweeper.start()
-
-
-@signals.worker_shutdown.connect
-def _stop_sweeper(**_: Any) -> None:
-    if _sweeper is not None:
-        _sweeper.stop()
-
-
-_watchdog: Any = None
+    _run_in_background(Sweeper(connect(redis_url_from_env()), SETTINGS.retention_days * DAY_S))
 
 
 @signals.worker_ready.connect
 def _start_watchdog(**_: Any) -> None:
     """Re-enqueue tasks the broker lost (worker/watchdog.py) from this
     worker's main process."""
-    global _watchdog
-
     from producer.client import enqueue_plan
     from worker.tasks import enqueue_chunk
     from worker.watchdog import Watchdog
 
-    _watchdog = Watchdog(
-        connect(redis_url_from_env()),
-        stall_s=TIMING.visibility_timeout_s,
-        enqueue_plan=lambda job_id, priority: enqueue_plan(app, job_id, priority),
-        enqueue_chunk=enqueue_chunk,
+    _run_in_background(
+        Watchdog(
+            connect(redis_url_from_env()),
+            stall_s=TIMING.visibility_timeout_s,
+            enqueue_plan=lambda job_id, priority: enqueue_plan(app, job_id, priority),
+            enqueue_chunk=enqueue_chunk,
+        )
     )
-    _watchdog.start()
+
+
+def _run_in_background(thread: Any) -> None:
+    thread.start()
+    _background.append(thread)
 
 
 @signals.worker_shutdown.connect
-def _stop_watchdog(**_: Any) -> None:
-    if _watchdog is not None:
-        _watchdog.stop()
+def _stop_background(**_: Any) -> None:
+    for thread in _background:
+        thread.stop()
 
 
 @signals.worker_process_shutdown.connect
