@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, signals
 
@@ -18,7 +18,10 @@ from producer import keys
 from producer.accounts import ConfigError, read_config_file
 from producer.client import connect, redis_url_from_env
 from worker.config import SettingsTable, parse_settings
-from worker.timing import Timing
+from worker.timing import DAY_S, Timing
+
+if TYPE_CHECKING:
+    from worker.periodic import Periodic
 
 
 def _settings() -> SettingsTable:
@@ -175,7 +178,7 @@ def _child_metrics_done(**_: Any) -> None:
 
 # The main process's background threads (each has ``start`` and ``stop``):
 # started when the worker is ready, stopped when it shuts down.
-_background: list[Any] = []
+_background: list[Periodic] = []
 
 
 @signals.worker_ready.connect
@@ -194,16 +197,13 @@ def _start_releaser(**_: Any) -> None:
         enqueue_plan(app, job_id, priority)
         log.info("job_released", job_id=job_id)
 
-    _run_in_background(
-        Releaser(client, enqueue, lambda error: log.warning("release_failed", error=str(error)))
-    )
+    _run_in_background(Releaser(client, enqueue))
 
 
 @signals.worker_ready.connect
 def _start_sweeper(**_: Any) -> None:
     """Remove jobs past ``retention_days`` from this worker's main process."""
     from worker.retention import Sweeper
-    from worker.timing import DAY_S
 
     _run_in_background(Sweeper(connect(redis_url_from_env()), SETTINGS.retention_days * DAY_S))
 
@@ -226,7 +226,7 @@ def _start_watchdog(**_: Any) -> None:
     )
 
 
-def _run_in_background(thread: Any) -> None:
+def _run_in_background(thread: Periodic) -> None:
     thread.start()
     _background.append(thread)
 

@@ -37,6 +37,7 @@ from producer import keys
 from producer.store import block_count, now_s
 from worker.chunking import chunk_count
 from worker.logs import get_logger
+from worker.periodic import Periodic
 from worker.results_store import FINAL_CODES
 from worker.timing import DAY_S, retention_sweep_s
 
@@ -266,30 +267,24 @@ def backfill(client: redis.Redis) -> int:
             return added
 
 
-class Sweeper(threading.Thread):
+class Sweeper(Periodic):
     """Removes jobs past retention until stopped."""
+
+    failure_event = "retention_sweep_failed"
 
     def __init__(
         self, client: redis.Redis, retention_s: float, interval_s: float | None = None
     ) -> None:
-        super().__init__(name="smsbulk-retention", daemon=True)
+        interval_s = retention_sweep_s(retention_s) if interval_s is None else interval_s
+        super().__init__("smsbulk-retention", interval_s)
         self.client = client
         self.retention_s = retention_s
-        self.interval_s = retention_sweep_s(retention_s) if interval_s is None else interval_s
-        self.stopping = threading.Event()
+        self.backfill_due = 0.0  # monotonic time of the next backfill: the first step's
 
-    def run(self) -> None:
-        backfill_due = time.monotonic()
-        while not self.stopping.wait(self.interval_s):
-            try:
-                if time.monotonic() >= backfill_due:
-                    added = backfill(self.client)
-                    backfill_due = time.monotonic() + BACKFILL_S
-                    if added:
-                        log.info("finished_jobs_listed", jobs=added)
-                sweep(self.client, self.retention_s, stopping=self.stopping)
-            except Exception as error:  # keep sweeping after a Redis outage
-                log.warning("retention_sweep_failed", error=str(error))
-
-    def stop(self) -> None:
-        self.stopping.set()
+    def step(self) -> None:
+        if time.monotonic() >= self.backfill_due:
+            added = backfill(self.client)
+            self.backfill_due = time.monotonic() + BACKFILL_S
+            if added:
+                log.info("finished_jobs_listed", jobs=added)
+        sweep(self.client, self.retention_s, stopping=self.stopping)

@@ -11,13 +11,13 @@ task removes it once it runs (planning twice is harmless).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import cast
 
 import redis
 
 from producer import keys
+from worker.periodic import Periodic
 
 POLL_S = 1.0
 CLAIM_S = 60
@@ -50,20 +50,15 @@ def mark_queued(client: redis.Redis, job_id: str) -> str | None:
     return None if state is None else str(cast(bytes, state).decode())
 
 
-class Releaser(threading.Thread):
+class Releaser(Periodic):
     """Releases due scheduled jobs until stopped."""
 
-    def __init__(
-        self,
-        client: redis.Redis,
-        enqueue: Callable[[str], None],
-        on_error: Callable[[Exception], None],
-    ) -> None:
-        super().__init__(name="smsbulk-scheduler", daemon=True)
+    failure_event = "release_failed"
+
+    def __init__(self, client: redis.Redis, enqueue: Callable[[str], None]) -> None:
+        super().__init__("smsbulk-scheduler", POLL_S)
         self.client = client
         self.enqueue = enqueue
-        self.on_error = on_error
-        self.stopping = threading.Event()
 
     def release_once(self) -> int:
         released = 0
@@ -77,12 +72,5 @@ class Releaser(threading.Thread):
                 self.client.zrem(keys.SCHEDULED, job_id)
         return released
 
-    def run(self) -> None:
-        while not self.stopping.wait(POLL_S):
-            try:
-                self.release_once()
-            except Exception as error:  # keep releasing after a Redis outage
-                self.on_error(error)
-
-    def stop(self) -> None:
-        self.stopping.set()
+    def step(self) -> None:
+        self.release_once()

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import cast
@@ -43,6 +42,7 @@ from producer.client import queue_for
 from producer.store import now_s
 from worker.chunking import chunk_count
 from worker.logs import get_logger
+from worker.periodic import Periodic
 from worker.timing import RESTORE_SWEEP_S
 
 log = get_logger()
@@ -164,8 +164,10 @@ class _Silent:
     open_chunks: list[int]
 
 
-class Watchdog(threading.Thread):
+class Watchdog(Periodic):
     """Re-enqueues lost plan and chunk tasks until stopped."""
+
+    failure_event = "watchdog_sweep_failed"
 
     def __init__(
         self,
@@ -175,13 +177,11 @@ class Watchdog(threading.Thread):
         enqueue_chunk: Callable[[str, int, str], None],
         interval_s: float = RESTORE_SWEEP_S,
     ) -> None:
-        super().__init__(name="smsbulk-watchdog", daemon=True)
+        super().__init__("smsbulk-watchdog", interval_s)
         self.client = client
         self.stall_s = stall_s
         self.enqueue_plan = enqueue_plan  # (job id, priority)
         self.enqueue_chunk = enqueue_chunk  # (job id, chunk, queue)
-        self.interval_s = interval_s
-        self.stopping = threading.Event()
 
     def sweep(self, now: float | None = None) -> int:
         """Look at every job silent for ``stall_s``; returns the tasks enqueued."""
@@ -258,12 +258,5 @@ class Watchdog(threading.Thread):
             log.warning("chunk_tasks_requeued", job_id=job.job_id, chunks=len(lost))
         return len(lost)
 
-    def run(self) -> None:
-        while not self.stopping.wait(self.interval_s):
-            try:
-                self.sweep()
-            except Exception as error:  # keep watching after a Redis outage
-                log.warning("watchdog_sweep_failed", error=str(error))
-
-    def stop(self) -> None:
-        self.stopping.set()
+    def step(self) -> None:
+        self.sweep()
