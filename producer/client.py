@@ -19,11 +19,9 @@ from producer import control, keys
 from producer.accounts import AccountInfo, load_accounts
 from producer.control import JobStateConflict
 from producer.job import Job, JobStatus, Outcome
-from producer.job import JobExists as JobExists  # re-exported: it was defined here
 from producer.store import iter_outcomes, job_spec, read_status
 from producer.submission import store_job
 from producer.validation import open_job
-from producer.validation import validate_job as validate_job  # re-exported, likewise
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 

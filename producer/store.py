@@ -10,6 +10,8 @@ Layout (key names in ``producer.keys``):
   compact tuples ``[to, text, params, ref]`` (trailing nulls dropped).
 - ``job:{id}:o:{block}`` hash: message index -> compact outcome tuple.
   A message without an entry is pending and has never been attempted.
+- ``job:{id}:done`` bitmap: bit ``chunk`` set once the chunk has nothing
+  left to send (read by the workers' watchdog, cleared by a retry).
 - ``upload:{token}:m:{block}`` string, expiring: a block of a job still being
   submitted, renamed to ``job:{id}:m:{block}`` when the job is committed
   (``producer.submission``).

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import islice
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -22,11 +22,13 @@ from producer.job import Job, JobRefused, JobSpec, Loc, Message, error_records, 
 
 MAX_ERRORS = 20  # a refusal names at most this many; validation stops there
 NO_TEXT = "no text: give the message a text or the job a default"
-TOO_FEW_MESSAGES = "List should have at least 1 item after validation, not 0"
 
 JobInput = Job | dict[str, Any] | str | bytes
 
 _MESSAGES = TypeAdapter(list[Message])
+# Job.messages' own rule (a minimum length), checked for a stream of n messages
+# on a list of min(n, 1): the same verdict and pydantic's own error, no copy.
+_MESSAGES_LENGTH = TypeAdapter(Annotated[list[None], *Job.model_fields["messages"].metadata])
 _JSON_OBJECT = TypeAdapter(dict[str, Any])
 
 
@@ -93,9 +95,11 @@ class JobCheck:
         """The job's settings, once every message has been checked; raises
         JobRefused naming at most MAX_ERRORS errors."""
         named = {error["field"] for error in self.errors}
-        if self.total == 0 and "messages" not in named:
-            # pydantic's own words for an empty list (Job.messages has min_length=1).
-            self.errors.append(_error("messages", TOO_FEW_MESSAGES, "too_short"))
+        if "messages" not in named:
+            try:
+                _MESSAGES_LENGTH.validate_python([None] * min(self.total, 1))
+            except ValidationError as error:
+                self.errors += error_records(error, lambda loc: ("messages", *loc))
         if self.errors or self.spec is None:
             raise JobRefused(self.errors[:MAX_ERRORS])
         return self.spec

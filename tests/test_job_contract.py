@@ -10,7 +10,7 @@ import redis
 
 from producer import JobExists, JobRefused, Producer, keys
 from producer.accounts import AccountInfo
-from producer.client import validate_job
+from producer.validation import validate_job
 
 ACCOUNTS = {
     "bulk": AccountInfo("bulk", "sendbulk"),
