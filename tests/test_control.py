@@ -8,9 +8,8 @@ queues, where the tests read them.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,13 +21,6 @@ from producer.store import StoredOutcome, now_s
 from worker.results_store import _COMMIT, FINAL_CODES, outcome_records
 
 Action = Callable[[Producer, str], JobStatus]
-
-
-@pytest.fixture
-def producer(redis_url: str, config_file: Path) -> Iterator[Producer]:
-    client = Producer(redis_url)
-    yield client
-    client.close()
 
 
 def submit(producer: Producer, count: int = 3, schedule_in_s: float | None = None) -> str:

@@ -6,8 +6,6 @@ from two workers) is harmless. No worker runs here."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,13 +20,6 @@ from worker.timing import retention_sweep_s
 
 RETENTION_S = 7 * 86400
 CHUNK_SIZE = 100
-
-
-@pytest.fixture
-def producer(redis_url: str, config_file: Path) -> Iterator[Producer]:
-    client = Producer(redis_url)
-    yield client
-    client.close()
 
 
 def job_keys(client: redis.Redis, job_id: str) -> set[bytes]:
@@ -95,12 +86,17 @@ def remove_batch(client: redis.Redis, job_id: str, batch: list[str]) -> Any:
     )
 
 
+def assert_listed_at_its_end(producer: Producer, job_id: str) -> None:
+    """The job is in ``finished`` scored by its (latest) ``finished_at``."""
+    finished_at = producer.status(job_id).finished_at
+    assert finished_at is not None
+    assert producer.redis.zscore(keys.FINISHED, job_id) == pytest.approx(finished_at.timestamp())
+
+
 def test_ending_a_job_lists_it_and_a_retry_unlists_it(producer: Producer) -> None:
     client = producer.redis
     job_id = completed_job(producer, 3)
-    finished_at = producer.status(job_id).finished_at
-    assert finished_at is not None
-    assert client.zscore(keys.FINISHED, job_id) == pytest.approx(finished_at.timestamp())
+    assert_listed_at_its_end(producer, job_id)
     settle(client, job_id, {0: "failed"})
     assert producer.retry(job_id).state == "queued"
     assert client.zscore(keys.FINISHED, job_id) is None
@@ -166,9 +162,7 @@ def test_a_job_that_ended_again_is_kept_for_a_new_retention(producer: Producer) 
     client.zadd(keys.FINISHED, {job_id: now_s() - RETENTION_S - 100})
     assert retention.sweep(client, RETENTION_S) == []
     assert producer.status(job_id).state == "completed"
-    finished_at = producer.status(job_id).finished_at
-    assert finished_at is not None
-    assert client.zscore(keys.FINISHED, job_id) == pytest.approx(finished_at.timestamp())
+    assert_listed_at_its_end(producer, job_id)
 
 
 def test_a_retry_after_the_removal_began_finds_no_job(producer: Producer) -> None:
@@ -254,9 +248,7 @@ def test_jobs_that_ended_before_the_listing_are_backfilled(producer: Producer) -
     # The running job is watched again (worker/watchdog.py), the ended ones not.
     assert [m.decode() for m in client.zrange(keys.ACTIVE, 0, -1)] == [running]
     for job_id in ended:
-        finished_at = producer.status(job_id).finished_at
-        assert finished_at is not None
-        assert client.zscore(keys.FINISHED, job_id) == pytest.approx(finished_at.timestamp())
+        assert_listed_at_its_end(producer, job_id)
 
 
 def test_a_late_commit_to_a_removed_job_writes_nothing(producer: Producer) -> None:

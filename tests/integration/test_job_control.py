@@ -31,6 +31,7 @@ from aiohttp import web
 
 from producer import JobStateConflict, Producer, keys
 from producer.job import JobStatus, Outcome
+from tests.conftest import sandbox_account
 from tests.integration.stack import Stack, make_stack, ro_numbers
 from worker.launcher import free_port, smsbulk_argv, wait_until
 
@@ -52,15 +53,6 @@ FLAKY = {
 }
 
 
-def sendbulk_account(name: str, base_url: str, settings: dict[str, float]) -> str:
-    lines = "".join(f"{key} = {value}\n" for key, value in settings.items())
-    return (
-        f'\n[providers.{name}]\nkind = "sendbulk"\nbase_url = "{base_url}"\n'
-        'partner_id = "${SANDBOX_PARTNER_ID}"\napi_key = "${SANDBOX_API_KEY}"\n'
-        f'shortcode = "SANDBOX"\ndefault_region = "RO"\n{lines}'
-    )
-
-
 @pytest.fixture(scope="module")
 def stack(valkey: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     url = valkey.connection_url  # type: ignore[attr-defined]
@@ -68,8 +60,8 @@ def stack(valkey: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     built = make_stack(url, tmp_path_factory.mktemp("job-control"), workers=0)
     try:
         with built.config.open("a") as config:
-            config.write(sendbulk_account("slow", built.sandbox_url, SLOW))
-            config.write(sendbulk_account("flaky", built.sandbox_url, FLAKY))
+            config.write(sandbox_account("slow", built.sandbox_url, **SLOW))
+            config.write(sandbox_account("flaky", built.sandbox_url, **FLAKY))
         built.env["SMSBULK_CALLBACK_SECRET"] = SECRET
         for _ in range(WORKERS):
             built.add_worker()

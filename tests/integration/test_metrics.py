@@ -10,6 +10,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import sandbox_account
 from tests.integration.stack import Stack, make_stack, ro_numbers
 from worker.launcher import free_port, port_open, wait_until
 
@@ -17,22 +18,15 @@ pytestmark = pytest.mark.integration
 
 # requests_per_second and burst_s make the limiter wait; batch_size makes
 # several requests of one job.
-SLOW_ACCOUNT = """
-[providers.slow]
-kind = "sendbulk"
-base_url = "{base_url}"
-partner_id = "${{SANDBOX_PARTNER_ID}}"
-api_key = "${{SANDBOX_API_KEY}}"
-shortcode = "SANDBOX"
-default_region = "RO"
-batch_size = 5
-messages_per_second = 100000
-requests_per_second = 20
-burst_s = 0.1
-retry_base_s = 0.2
-retry_max_s = 1
-max_attempts = 10
-"""
+SLOW = {
+    "batch_size": 5,
+    "messages_per_second": 100000,
+    "requests_per_second": 20,
+    "burst_s": 0.1,
+    "retry_base_s": 0.2,
+    "retry_max_s": 1,
+    "max_attempts": 10,
+}
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -48,7 +42,7 @@ def stack(valkey: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         # Seeded (one draw per request): the first request is answered 429.
         built.sandbox_post("/_sandbox/settings", {"seed": 1})
         with built.config.open("a") as config:
-            config.write(SLOW_ACCOUNT.format(base_url=built.sandbox_url))
+            config.write(sandbox_account("slow", built.sandbox_url, **SLOW))
         port = free_port()
         built.env["SMSBULK_METRICS_PORT"] = str(port)
         worker = built.add_worker(concurrency=2)

@@ -19,6 +19,7 @@ import pytest
 from celery import Celery
 
 from producer.job import Outcome
+from tests.conftest import sandbox_account
 from tests.integration.stack import Stack, make_stack, ro_numbers
 from worker.launcher import wait_until
 
@@ -26,18 +27,6 @@ pytestmark = pytest.mark.integration
 
 WORKER_PROCESSES = 4
 READY_TIMEOUT_S = 60
-
-SENDBULK_CREDENTIALS = (
-    'partner_id = "${SANDBOX_PARTNER_ID}"\napi_key = "${SANDBOX_API_KEY}"\nshortcode = "SANDBOX"\n'
-)
-
-
-def sendbulk_account(name: str, base_url: str, **settings: float) -> str:
-    lines = "".join(f"{key} = {value}\n" for key, value in settings.items())
-    return (
-        f'\n[providers.{name}]\nkind = "sendbulk"\nbase_url = "{base_url}"\n'
-        f'default_region = "RO"\n{SENDBULK_CREDENTIALS}{lines}'
-    )
 
 
 def ping_replies(stack: Stack) -> int:
@@ -58,7 +47,7 @@ def rate_stack(
     try:
         with stack.config.open("a") as config:
             for name, settings in accounts.items():
-                config.write(sendbulk_account(name, stack.sandbox_url, **settings))
+                config.write(sandbox_account(name, stack.sandbox_url, **settings))
         for _ in range(WORKER_PROCESSES):
             stack.add_worker(concurrency=1)
 

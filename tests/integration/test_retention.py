@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from producer import NoSuchJob, keys
+from tests.conftest import sandbox_account
 from tests.integration.stack import Stack, make_stack, ro_numbers
 from worker.launcher import wait_until
 
@@ -18,17 +19,7 @@ pytestmark = pytest.mark.integration
 RETENTION_S = 2.0  # the workers then sweep every second (worker/timing.py)
 SETTINGS = f"\n[settings]\nretention_days = {RETENTION_S / 86400!r}\n"
 # One recipient a second: a job of 30 runs far longer than this test.
-SLOW_ACCOUNT = """
-[providers.slow]
-kind = "sendbulk"
-base_url = "{base_url}"
-partner_id = "${{SANDBOX_PARTNER_ID}}"
-api_key = "${{SANDBOX_API_KEY}}"
-shortcode = "SANDBOX"
-default_region = "RO"
-batch_size = 1
-messages_per_second = 1
-"""
+SLOW = {"batch_size": 1, "messages_per_second": 1}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +29,7 @@ def stack(valkey: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     built = make_stack(url, tmp_path_factory.mktemp("retention"), workers=0)
     try:
         with built.config.open("a") as config:
-            config.write(SLOW_ACCOUNT.format(base_url=built.sandbox_url) + SETTINGS)
+            config.write(sandbox_account("slow", built.sandbox_url, **SLOW) + SETTINGS)
         built.add_worker()
         yield built
     finally:
