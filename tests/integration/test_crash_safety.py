@@ -159,6 +159,26 @@ BATCH = 500  # one request per chunk (chunk size = batch size)
 LATENCY_MS = 200
 
 
+def victim_mid_request(client: redis.Redis, job_id: str) -> bool:
+    """The job is well under way and at least three of the four pool children
+    began a request less than half the sandbox's latency ago.
+
+    Each worker has two of the four children, so one of the three is the
+    victim's; being young, it is still in flight when the kill follows this
+    check. (A request merely `sending` may be a moment from its commit: a
+    check that counted those let the victim's requests end before the kill.)
+    """
+    if accepted_so_far(client, job_id) < BIG_JOB // 4:
+        return False
+    now = time.time()
+    young = [
+        r
+        for r in sending(request_states(client, job_id)).values()
+        if now - r.state["t"] < LATENCY_MS / 2000
+    ]
+    return len(young) >= 3
+
+
 @dataclass
 class CrashRig:
     stack: Stack
@@ -214,15 +234,12 @@ def test_a_worker_killed_mid_job_neither_loses_nor_duplicates(
     started = time.monotonic()
     job_id = submit(stack, numbers, policy, "crash")
 
-    # Kill once the job is well under way and at least three of the four pool
-    # children are mid-request: at least one of them belongs to the victim.
-    def busy() -> bool:
-        return (
-            accepted_so_far(client, job_id) >= BIG_JOB // 4
-            and len(sending(request_states(client, job_id))) >= 3
-        )
-
-    wait_until(busy, 60, "requests in flight mid-job", interval_s=0.005)
+    wait_until(
+        lambda: victim_mid_request(client, job_id),
+        60,
+        "requests in flight mid-job",
+        interval_s=0.005,
+    )
     victim = stack.workers[0]
     victim.kill_group(signal.SIGKILL)
     killed_at = time.monotonic()
@@ -316,15 +333,14 @@ def test_pool_children_killed_mid_request_are_taken_up_without_waiting_for_recov
     numbers = ro_numbers(BIG_JOB)
     job_id = submit(stack, numbers, "at_most_once", "crash")
 
-    def busy() -> bool:
-        return (
-            accepted_so_far(client, job_id) >= BIG_JOB // 4
-            and len(sending(request_states(client, job_id))) >= 3
-        )
-
-    wait_until(busy, 60, "requests in flight mid-job", interval_s=0.005)
     victim = stack.workers[0]
     children = pool_children(victim.pid)
+    wait_until(
+        lambda: victim_mid_request(client, job_id),
+        60,
+        "requests in flight mid-job",
+        interval_s=0.005,
+    )
     assert len(children) == WORKER_CONCURRENCY
     for child in children:
         os.kill(child, signal.SIGKILL)
