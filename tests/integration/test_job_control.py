@@ -119,8 +119,16 @@ def request_states(client: redis.Redis, job_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def in_flight(client: redis.Redis, job_id: str) -> list[dict[str, Any]]:
-    return [r for r in request_states(client, job_id) if r["s"] == "sending"]
+def in_flight(
+    client: redis.Redis, job_id: str, begun_within_s: float | None = None
+) -> list[dict[str, Any]]:
+    """The job's requests in flight; only those begun `begun_within_s` ago or less."""
+    now = time.time()
+    return [
+        r
+        for r in request_states(client, job_id)
+        if r["s"] == "sending" and (begun_within_s is None or now - r["t"] <= begun_within_s)
+    ]
 
 
 def leased_chunks(client: redis.Redis, job_id: str) -> list[bytes]:
@@ -182,7 +190,8 @@ def test_cancel_mid_run_lets_requests_in_flight_finish_and_sends_nothing_after(
     total = 600
     job_id = producer.submit(job("slow", ro_numbers(total)))
     wait_until(lambda: accepted(client, job_id) >= 100, 60, "100 recipients sent")
-    wait_until(lambda: bool(in_flight(client, job_id)), 10, "a request in flight")
+    # Begun under half the latency ago: still in flight when the cancel returns.
+    wait_until(lambda: bool(in_flight(client, job_id, begun_within_s=0.25)), 10, "a new request")
 
     status = producer.cancel(job_id)
     cancel_returned_s = time.time()
