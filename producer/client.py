@@ -178,6 +178,7 @@ class Producer:
             )
         status = self.status(job_id)
         control.reset_outcomes(self.redis, job_id, status.total, statuses)
+        control.restart_run(self.redis, job_id)
         enqueue_plan(self.celery, job_id, self._priority(job_id))
         return self.status(job_id)
 

@@ -10,6 +10,7 @@ requests already in flight finish and are recorded.
 from __future__ import annotations
 
 import json
+from typing import cast
 
 import redis
 
@@ -114,6 +115,16 @@ return n
 """
 
 
+# KEYS: job hash, done bitmap. After a retry has reset the outcomes: a pass
+# that read the chunk's outcomes before the reset may have found nothing to
+# send and set its done bit; the bitmap goes again, and the job's `run` moves
+# on so that such a pass, still going, sets no bit either (worker/results_store.py).
+_RESTART_RUN = """
+redis.call('DEL', KEYS[2])
+return redis.call('HINCRBY', KEYS[1], 'run', 1)
+"""
+
+
 class JobStateConflict(Exception):
     """The job's state does not allow what was asked (HTTP 409, exit 1)."""
 
@@ -170,6 +181,12 @@ def check_retry_statuses(statuses: list[str]) -> None:
             f"statuses: {', '.join(unknown) or 'none given'}; "
             f"retry takes {', '.join(RETRYABLE_STATUSES)}"
         )
+
+
+def restart_run(client: redis.Redis, job_id: str) -> int:
+    """Start the retried job's new run, once its outcomes are reset and
+    before its plan is enqueued; returns the run's number."""
+    return int(cast(int, client.eval(_RESTART_RUN, 2, keys.job(job_id), keys.done(job_id))))
 
 
 def reset_outcomes(client: redis.Redis, job_id: str, total: int, statuses: list[str]) -> int:

@@ -4,14 +4,16 @@ status and results) and the workers (read messages, write outcomes).
 Layout (key names in ``producer.keys``):
 - ``job:{id}`` hash: ``spec`` (the job without its messages, JSON), ``state``,
   ``total``, ``created_at``, ``finished_at``, ``chunk_size`` (set when
-  planned) and one counter ``n:{code}`` per final status (codes in
-  STATUS_CODES). Pending = total - sum of the counters.
+  planned), ``run`` (how many retries have restarted it; absent = 0) and
+  one counter ``n:{code}`` per final status (codes in STATUS_CODES).
+  Pending = total - sum of the counters.
 - ``job:{id}:m:{block}`` string: the block's messages as a JSON array of
   compact tuples ``[to, text, params, ref]`` (trailing nulls dropped).
 - ``job:{id}:o:{block}`` hash: message index -> compact outcome tuple.
   A message without an entry is pending and has never been attempted.
 - ``job:{id}:done`` bitmap: bit ``chunk`` set once the chunk has nothing
-  left to send (read by the workers' watchdog, cleared by a retry).
+  left to send (read by the workers' watchdog, cleared by a retry; only a
+  pass of the job's current ``run`` sets a bit).
 - ``upload:{token}:m:{block}`` string, expiring: a block of a job still being
   submitted, renamed to ``job:{id}:m:{block}`` when the job is committed
   (``producer.submission``).

@@ -5,21 +5,30 @@ from two workers) is harmless. No worker runs here."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
+import aiohttp
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from producer import NoSuchJob, Producer, keys
 from producer.store import iter_outcomes, now_s
 from tests.test_control import mark_running, settle, submit
-from worker import retention
-from worker.results_store import FINAL_CODES
-from worker.timing import retention_sweep_s
+from worker import metrics, retention
+from worker.config import Account
+from worker.providers.base import Adapter
+from worker.rate_limit import RateLimiter
+from worker.results_store import FINAL_CODES, ResultsStore
+from worker.sending import ChunkSender
+from worker.timing import Timing, retention_sweep_s
 
 RETENTION_S = 7 * 86400
 CHUNK_SIZE = 100
+TIMING = Timing.from_recovery(300)
 
 
 def job_keys(client: redis.Redis, job_id: str) -> set[bytes]:
@@ -259,6 +268,60 @@ def test_a_late_commit_to_a_removed_job_writes_nothing(producer: Producer) -> No
     assert state == "gone"
     assert job_keys(client, job_id) == set()
     assert client.zscore(keys.FINISHED, job_id) is None
+
+
+ACCOUNT = Account(
+    name="ro-removed",
+    kind="sendbulk",
+    base_url="http://127.0.0.1:9",
+    default_region="RO",
+    sender=None,
+    messages_per_second=10,
+    requests_per_second=10,
+    burst_s=1,
+    batch_size=100,
+    max_parts=1,
+    max_attempts=3,
+    retry_base_s=1,
+    retry_max_s=10,
+    number_format=None,
+    price_per_part=None,
+    currency=None,
+)
+
+
+def failed_in_metrics() -> float:
+    labels = {"account": ACCOUNT.name, "kind": ACCOUNT.kind, "status": "failed"}
+    return metrics.local_registry().get_sample_value("smsbulk_recipients_total", labels) or 0.0
+
+
+@pytest.mark.parametrize("removed", [False, True])
+def test_a_pass_counts_only_outcomes_it_wrote(
+    producer: Producer, redis_url: str, removed: bool
+) -> None:
+    """A pass whose job was removed after it read the chunk writes nothing
+    (`gone`) and counts nothing in smsbulk_recipients_total."""
+    client = producer.redis
+    job_id = submit(producer, 3)
+    mark_running(client, job_id)
+    client.hset(keys.job(job_id), "chunk_size", CHUNK_SIZE)
+
+    async def blocked_pass() -> None:
+        async with aioredis.Redis.from_url(redis_url) as async_client:
+            store = ResultsStore(async_client)
+            job = await store.job(job_id)
+            assert job is not None
+            await store.block_account(ACCOUNT.name, "bad credentials")
+            if removed:
+                client.delete(keys.job(job_id))  # the last step of a removal
+            adapter = cast(Adapter, SimpleNamespace(account=ACCOUNT))
+            sender = ChunkSender(store, cast(RateLimiter, None), adapter, job, 0, TIMING)
+            await sender.run(cast(aiohttp.ClientSession, None))
+
+    before = failed_in_metrics()
+    asyncio.run(blocked_pass())
+    assert failed_in_metrics() == before + (0 if removed else 3)
+    assert client.exists(keys.job(job_id)) == (0 if removed else 1)
 
 
 def test_results_of_a_job_removed_while_read_end_early(producer: Producer) -> None:

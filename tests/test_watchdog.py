@@ -14,12 +14,12 @@ import redis
 import redis.asyncio as aioredis
 from celery import Celery
 
-from producer import Producer, keys
+from producer import Producer, control, keys
 from producer.client import broker_app, enqueue_plan
 from producer.store import now_s
 from tests.test_control import mark_running, settle, submit
 from worker import retention, watchdog
-from worker.results_store import ResultsStore
+from worker.results_store import JobSpec, ResultsStore
 from worker.sending import fail_chunk
 
 STALL_S = 20.0
@@ -239,6 +239,49 @@ def test_a_failed_chunk_is_done(producer: Producer, redis_url: str) -> None:
     asyncio.run(fail())
     assert producer.status(job_id).counts["failed"] == 3
     assert producer.redis.getbit(keys.done(job_id), 0) == 1
+
+
+def test_a_pass_that_read_the_job_before_a_retry_marks_no_chunk_done(
+    producer: Producer, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass ends as a retry reopens the job: the pass saw every outcome
+    final, the retry makes some pending again. Its done bit would hide the
+    new run's chunk from the watchdog, so it is not set, whether the pass
+    marks its chunk before the retry resets the outcomes or after."""
+    client = producer.redis
+    job_id = running_job(producer, 3, 100)
+    assert settle(client, job_id, {0: "accepted", 1: "failed", 2: "accepted"}) == "completed"
+
+    async def read_job() -> JobSpec:
+        async with aioredis.Redis.from_url(redis_url) as async_client:
+            job = await ResultsStore(async_client).job(job_id)
+        assert job is not None
+        return job
+
+    async def mark_done(job: JobSpec) -> None:
+        async with aioredis.Redis.from_url(redis_url) as async_client:
+            await ResultsStore(async_client).mark_chunk_done(job, 0)
+
+    before_retry = asyncio.run(read_job())
+    reset = control.reset_outcomes
+
+    def reset_while_a_pass_ends(*args: Any) -> int:
+        # Between the reopen and the reset: a pass of the old run ends, and a
+        # pass that read the reopened job (and the outcomes not yet reset) ends.
+        asyncio.run(mark_done(before_retry))
+        asyncio.run(mark_done(asyncio.run(read_job())))
+        return reset(*args)
+
+    monkeypatch.setattr(control, "reset_outcomes", reset_while_a_pass_ends)
+    assert producer.retry(job_id).state == "queued"
+    assert client.getbit(keys.done(job_id), 0) == 0
+    asyncio.run(mark_done(before_retry))  # the old run's pass, ending after the retry
+    assert client.getbit(keys.done(job_id), 0) == 0
+    # A pass of the new run marks its chunk.
+    new_run = asyncio.run(read_job())
+    assert new_run.run == before_retry.run + 1
+    asyncio.run(mark_done(new_run))
+    assert client.getbit(keys.done(job_id), 0) == 1
 
 
 def test_retention_removes_the_done_bitmap_and_the_activity_entry(producer: Producer) -> None:

@@ -30,6 +30,8 @@ from producer.store import (
 )
 
 FINAL_CODES = [STATUS_CODES[name] for name in FINAL_STATUSES]
+# What a commit returns when it wrote no outcome (see _COMMIT).
+NOTHING_WRITTEN = frozenset({"fenced", "gone"})
 
 # KEYS: job hash, outcomes hash, requests hash, finished set, active set
 # ARGV: request id ('' for none), fencing token, done-state JSON, now,
@@ -127,6 +129,12 @@ if done < tonumber(redis.call('HGET', KEYS[1], 'total')) then return 0 end
 return redis.call('HSETNX', KEYS[1], 'callback', '1')
 """
 
+# KEYS: job hash, done bitmap. ARGV: the run the pass read, chunk number.
+_MARK_DONE = """
+if tonumber(redis.call('HGET', KEYS[1], 'run') or '0') ~= tonumber(ARGV[1]) then return 0 end
+return redis.call('SETBIT', KEYS[2], ARGV[2], 1)
+"""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -146,6 +154,7 @@ class JobSpec:
     total: int
     chunk_size: int
     created_at: float
+    run: int = 0  # the job's `run` when read: a retry starts a new one
 
 
 @dataclass(slots=True)
@@ -164,15 +173,16 @@ class ResultsStore:
         self.redis = client
         self._commit = client.register_script(_COMMIT)
         self._release = client.register_script(_RELEASE)
+        self._mark_done = client.register_script(_MARK_DONE)
         self._begin = client.register_script(_BEGIN)
         self._claim_callback = client.register_script(_CLAIM_CALLBACK)
         self._final_codes = json.dumps(FINAL_CODES)
 
     async def job(self, job_id: str) -> JobSpec | None:
-        spec, state, total, chunk_size, created_at = cast(
+        spec, state, total, chunk_size, created_at, run = cast(
             list[bytes],
             await self.redis.hmget(
-                keys.job(job_id), ["spec", "state", "total", "chunk_size", "created_at"]
+                keys.job(job_id), ["spec", "state", "total", "chunk_size", "created_at", "run"]
             ),
         )
         if spec is None:
@@ -184,6 +194,7 @@ class ResultsStore:
             total=int(total),
             chunk_size=int(chunk_size or 0),
             created_at=float(created_at),
+            run=int(run or 0),
         )
 
     async def acquire_lease(self, job_id: str, chunk_no: int, token: str, ttl_s: int) -> bool:
@@ -243,10 +254,14 @@ class ResultsStore:
         if request_ids:
             await self.redis.hdel(keys.requests(job_id, chunk_no), *request_ids)
 
-    async def mark_chunk_done(self, job_id: str, chunk_no: int) -> None:
+    async def mark_chunk_done(self, job: JobSpec, chunk_no: int) -> None:
         """Record that the chunk has nothing left to send: the watchdog does
-        not look for its task any more (until a retry reopens the job)."""
-        await self.redis.setbit(keys.done(job_id), chunk_no, 1)
+        not look for its task any more (until a retry reopens the job). Only
+        while the job is in the run the pass read: a pass that ends after a
+        retry restarted the job saw outcomes from before it."""
+        await self._mark_done(
+            keys=[keys.job(job.job_id), keys.done(job.job_id)], args=[job.run, chunk_no]
+        )
 
     async def lease_ttl_s(self, job_id: str, chunk_no: int) -> float:
         ttl_ms = await self.redis.pttl(keys.lease(job_id, chunk_no))

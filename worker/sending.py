@@ -28,7 +28,7 @@ from worker.outcomes import from_result, is_final, simple
 from worker.providers.base import Adapter, JobContext, Recipient
 from worker.rate_limit import Limits, RateLimiter
 from worker.recipients import Rejection, prepare
-from worker.results_store import ChunkData, JobSpec, ResultsStore, new_token
+from worker.results_store import NOTHING_WRITTEN, ChunkData, JobSpec, ResultsStore, new_token
 from worker.retry import retry_delay_s
 from worker.timing import Timing
 
@@ -68,7 +68,7 @@ async def fail_chunk(store: ResultsStore, job: JobSpec, chunk_no: int, reason: s
     }
     if failed:
         await store.commit(job.job_id, chunk_no, failed)
-    await store.mark_chunk_done(job.job_id, chunk_no)
+    await store.mark_chunk_done(job, chunk_no)
 
 
 class ChunkSender:
@@ -108,8 +108,9 @@ class ChunkSender:
 
     async def _commit(self, outcomes: dict[int, StoredOutcome]) -> None:
         if outcomes:
-            await self.store.commit(self.job.job_id, self.chunk_no, outcomes)
-            metrics.record_committed(self.account, outcomes.values())
+            state = await self.store.commit(self.job.job_id, self.chunk_no, outcomes)
+            if state not in NOTHING_WRITTEN:
+                metrics.record_committed(self.account, outcomes.values())
 
     async def run(self, session: aiohttp.ClientSession) -> PassResult:
         indices = chunk_range(self.chunk_no, self.job.total, self.job.chunk_size)
@@ -202,7 +203,7 @@ class ChunkSender:
             committed = await self.store.commit(
                 self.job.job_id, self.chunk_no, settled, request_id, state["k"], done
             )
-            if committed != "fenced":
+            if committed not in NOTHING_WRITTEN:
                 metrics.record_committed(self.account, settled.values())
             self.log.warning(
                 "interrupted_request_settled",
@@ -297,7 +298,7 @@ class ChunkSender:
         )
         if state == "fenced":
             self.log.warning("request_fenced", request=request_id)
-        else:
+        elif state != "gone":  # "gone": the job was removed (retention) meanwhile
             metrics.record_committed(self.account, outcomes.values())
         if sent.throttled:
             metrics.record_throttle(self.account)

@@ -212,7 +212,7 @@ async def _send_chunk(runtime: Runtime, job: JobSpec, chunk_no: int) -> float | 
         )
         result = await sender.run(runtime.session)
         if result.chunk_done:
-            await store.mark_chunk_done(job_id, chunk_no)
+            await store.mark_chunk_done(job, chunk_no)
     finally:
         await store.release_lease(job_id, chunk_no, token)
     await _callback_if_ended(store, job)
