@@ -24,8 +24,8 @@ RETRYABLE_STATUSES = ("failed", "unknown", "expired", "cancelled")
 # Every script: KEYS: job hash, scheduled set, finished set (an ended job,
 # scored by finished_at, which the workers remove after retention_days),
 # active set (a queued or running job, scored by its last activity, which the
-# workers' watchdog reconciles), the job's done-chunks bitmap. Returns the
-# job's state, "!" appended when this call changed it.
+# workers' watchdog reconciles). Returns the job's state, "!" appended when
+# this call changed it.
 
 # ARGV: now, job id. A cancelled job is no longer watched.
 _CANCEL = """
@@ -70,7 +70,8 @@ return new .. '!'
 # A cancelled job has ended only once its sweep has settled every recipient
 # ('cancelling' until then); with nothing to retry the job stays as it is.
 # A job the workers have begun to remove (retention) is gone already.
-# Reopened, every chunk runs again: the done bitmap goes, the job is active.
+# Reopened, the job is active; its done bitmap goes once its outcomes are
+# reset (restart_run).
 _REOPEN = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or redis.call('HEXISTS', KEYS[1], 'removing') == 1 then return false end
@@ -87,7 +88,6 @@ if count(ARGV[2]) == 0 then return state end
 redis.call('HSET', KEYS[1], 'state', 'queued')
 redis.call('HDEL', KEYS[1], 'finished_at', 'callback')
 redis.call('ZREM', KEYS[3], ARGV[3])
-redis.call('DEL', KEYS[5])
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
 return 'queued!'
 """
@@ -115,10 +115,10 @@ return n
 """
 
 
-# KEYS: job hash, done bitmap. After a retry has reset the outcomes: a pass
-# that read the chunk's outcomes before the reset may have found nothing to
-# send and set its done bit; the bitmap goes again, and the job's `run` moves
-# on so that such a pass, still going, sets no bit either (worker/results_store.py).
+# KEYS: job hash, done bitmap. Once a retry has reset the outcomes, every
+# chunk runs again: the bitmap goes, and the job's `run` moves on, so that a
+# pass that read the outcomes before the reset (and found nothing to send)
+# sets no bit, however late it ends (worker/results_store.py).
 _RESTART_RUN = """
 redis.call('DEL', KEYS[2])
 return redis.call('HINCRBY', KEYS[1], 'run', 1)
@@ -137,14 +137,7 @@ def _transition(
     client: redis.Redis, script: str, job_id: str, *args: str
 ) -> tuple[str, bool] | None:
     raw = client.eval(
-        script,
-        5,
-        keys.job(job_id),
-        keys.SCHEDULED,
-        keys.FINISHED,
-        keys.ACTIVE,
-        keys.done(job_id),
-        *args,
+        script, 4, keys.job(job_id), keys.SCHEDULED, keys.FINISHED, keys.ACTIVE, *args
     )
     if raw is None:
         return None

@@ -67,8 +67,8 @@ def lease(job_id: str, chunk_no: int) -> str:
 
 def done(job_id: str) -> str:
     """Bitmap: bit ``chunk_no`` is 1 once the chunk has nothing left to send
-    (its last pass ended). Deleted when a retry reopens the job, and again
-    when the retry has reset its outcomes (see ``producer.control``)."""
+    (its last pass ended). Deleted when a retry has reset the job's outcomes
+    (``producer.control.restart_run``)."""
     return f"{PREFIX}:job:{job_id}:done"
 
 

@@ -15,6 +15,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 
@@ -106,11 +107,21 @@ class ChunkSender:
         self._inline_until: float | None = None  # end of the pass's inline wait for capacity
         self._stopped = False  # a request found the job paused or cancelled
 
-    async def _commit(self, outcomes: dict[int, StoredOutcome]) -> None:
-        if outcomes:
-            state = await self.store.commit(self.job.job_id, self.chunk_no, outcomes)
-            if state not in NOTHING_WRITTEN:
-                metrics.record_committed(self.account, outcomes.values())
+    async def _commit(
+        self,
+        outcomes: dict[int, StoredOutcome],
+        request_id: str = "",
+        token: str = "",
+        done: dict[str, Any] | None = None,
+    ) -> str:
+        """Write outcomes (and a request's end: ``store.commit``) and count
+        them in the metrics if they were written; returns the commit's answer."""
+        state = await self.store.commit(
+            self.job.job_id, self.chunk_no, outcomes, request_id, token, done
+        )
+        if state not in NOTHING_WRITTEN:
+            metrics.record_committed(self.account, outcomes.values())
+        return state
 
     async def run(self, session: aiohttp.ClientSession) -> PassResult:
         indices = chunk_range(self.chunk_no, self.job.total, self.job.chunk_size)
@@ -200,11 +211,7 @@ class ChunkSender:
                     error=f"the worker stopped while the request was in flight{what}",
                 )
             done = {"s": "done", "a": state.get("a", 1), "t": now_s(), "interrupted": True}
-            committed = await self.store.commit(
-                self.job.job_id, self.chunk_no, settled, request_id, state["k"], done
-            )
-            if committed not in NOTHING_WRITTEN:
-                metrics.record_committed(self.account, settled.values())
+            await self._commit(settled, request_id, state["k"], done)
             self.log.warning(
                 "interrupted_request_settled",
                 request=request_id,
@@ -284,9 +291,7 @@ class ChunkSender:
             "t": now_s(),
             "http": sent.http_status,
         }
-        state = await self.store.commit(
-            self.job.job_id, self.chunk_no, outcomes, request_id, token, done
-        )
+        state = await self._commit(outcomes, request_id, token, done)
         self.log.info(
             "provider_request",
             request=request_id,
@@ -298,8 +303,6 @@ class ChunkSender:
         )
         if state == "fenced":
             self.log.warning("request_fenced", request=request_id)
-        elif state != "gone":  # "gone": the job was removed (retention) meanwhile
-            metrics.record_committed(self.account, outcomes.values())
         if sent.throttled:
             metrics.record_throttle(self.account)
             factor = await self.limiter.throttled(self.account.name, sent.retry_after_s)
