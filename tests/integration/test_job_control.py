@@ -31,7 +31,6 @@ from aiohttp import web
 
 from producer import JobStateConflict, Producer, keys
 from producer.job import JobStatus, Outcome
-from tests.conftest import sandbox_account
 from tests.integration.stack import Stack, make_stack, ro_numbers
 from worker.launcher import free_port, smsbulk_argv, wait_until
 
@@ -57,11 +56,13 @@ FLAKY = {
 def stack(valkey: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     url = valkey.connection_url  # type: ignore[attr-defined]
     redis.Redis.from_url(url).flushall()
-    built = make_stack(url, tmp_path_factory.mktemp("job-control"), workers=0)
+    built = make_stack(
+        url,
+        tmp_path_factory.mktemp("job-control"),
+        workers=0,  # started once the callback secret is in their environment
+        accounts={"slow": SLOW, "flaky": FLAKY},
+    )
     try:
-        with built.config.open("a") as config:
-            config.write(sandbox_account("slow", built.sandbox_url, **SLOW))
-            config.write(sandbox_account("flaky", built.sandbox_url, **FLAKY))
         built.env["SMSBULK_CALLBACK_SECRET"] = SECRET
         for _ in range(WORKERS):
             built.add_worker()

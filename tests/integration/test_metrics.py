@@ -10,7 +10,6 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import sandbox_account
 from tests.integration.stack import Stack, make_stack, ro_numbers
 from worker.launcher import free_port, port_open, wait_until
 
@@ -36,13 +35,15 @@ def stack(valkey: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     url = valkey.connection_url  # type: ignore[attr-defined]
     redis.Redis.from_url(url).flushall()
     built = make_stack(
-        url, tmp_path_factory.mktemp("metrics"), workers=0, sandbox_args=("--throttle-rate", "0.2")
+        url,
+        tmp_path_factory.mktemp("metrics"),
+        workers=0,  # started once the metrics port is in their environment
+        sandbox_args=("--throttle-rate", "0.2"),
+        accounts={"slow": SLOW},
     )
     try:
         # Seeded (one draw per request): the first request is answered 429.
         built.sandbox_post("/_sandbox/settings", {"seed": 1})
-        with built.config.open("a") as config:
-            config.write(sandbox_account("slow", built.sandbox_url, **SLOW))
         port = free_port()
         built.env["SMSBULK_METRICS_PORT"] = str(port)
         worker = built.add_worker(concurrency=2)

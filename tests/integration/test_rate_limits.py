@@ -19,7 +19,6 @@ import pytest
 from celery import Celery
 
 from producer.job import Outcome
-from tests.conftest import sandbox_account
 from tests.integration.stack import Stack, make_stack, ro_numbers
 from worker.launcher import wait_until
 
@@ -43,11 +42,8 @@ def rate_stack(
 ) -> Iterator[Stack]:
     """A sandbox and four single-process workers (four hosts, as far as the
     limiter can tell) with these accounts; all of it stopped on the way out."""
-    stack = make_stack(redis_url, log_dir, workers=0)
+    stack = make_stack(redis_url, log_dir, workers=0, accounts=accounts)
     try:
-        with stack.config.open("a") as config:
-            for name, settings in accounts.items():
-                config.write(sandbox_account(name, stack.sandbox_url, **settings))
         for _ in range(WORKER_PROCESSES):
             stack.add_worker(concurrency=1)
 

@@ -10,7 +10,6 @@ import pytest
 import redis
 
 from producer import NoSuchJob, keys
-from tests.conftest import sandbox_account
 from tests.integration.stack import Stack, make_stack, ro_numbers
 from worker.launcher import wait_until
 
@@ -26,11 +25,10 @@ SLOW = {"batch_size": 1, "messages_per_second": 1}
 def stack(valkey: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     url = valkey.connection_url  # type: ignore[attr-defined]
     redis.Redis.from_url(url).flushall()
-    built = make_stack(url, tmp_path_factory.mktemp("retention"), workers=0)
+    built = make_stack(
+        url, tmp_path_factory.mktemp("retention"), accounts={"slow": SLOW}, settings_toml=SETTINGS
+    )
     try:
-        with built.config.open("a") as config:
-            config.write(sandbox_account("slow", built.sandbox_url, **SLOW) + SETTINGS)
-        built.add_worker()
         yield built
     finally:
         built.stop()
