@@ -156,23 +156,19 @@ def profile_tables(result: Result) -> list[tuple[str, list[str], list[list[str]]
     profile = result.profile
     if profile is None or not profile.samples:
         return []
-    name = result.scenario.name
+    tables = (
+        (f"functions by own time ({profile.samples:,} samples)", "function (file)", "own %",
+         profile.own),
+        ("functions by inclusive time", "function (file)", "inclusive %", profile.inclusive),
+        ("own time by package", "package", "own %", profile.packages),
+    )  # fmt: skip
     return [
         (
-            f"{name}: functions by own time ({profile.samples:,} samples)",
-            ["function (file)", "own %"],
-            [[label, f"{pct:.1f}"] for label, pct in profile.own],
-        ),
-        (
-            f"{name}: functions by inclusive time",
-            ["function (file)", "inclusive %"],
-            [[label, f"{pct:.1f}"] for label, pct in profile.inclusive],
-        ),
-        (
-            f"{name}: own time by package",
-            ["package", "own %"],
-            [[label, f"{pct:.1f}"] for label, pct in profile.packages],
-        ),
+            f"{result.scenario.name}: {title}",
+            [what, column],
+            [[label, f"{pct:.1f}"] for label, pct in rows],
+        )
+        for title, what, column, rows in tables
     ]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bench import report, scenarios
+from bench.measure import Result
 from bench.profile import package_of, parse_frame, short_file, summarise
 
 FOLDED = """\
@@ -42,3 +44,22 @@ def test_frames_and_files() -> None:
     assert short_file("celery/worker/worker.py") == "celery/worker/worker.py"
     assert package_of("json/encoder.py") == "json"
     assert package_of("selectors.py") == "selectors"
+
+
+def test_the_report_shows_three_tables_of_a_scenarios_profile() -> None:
+    result = Result(scenarios.quick_set()[0])
+    assert report.profile_tables(result) == []  # run without --profile
+    result.profile = summarise(FOLDED)
+    tables = report.profile_tables(result)
+    name = result.scenario.name
+    assert [title for title, _, _ in tables] == [
+        f"{name}: functions by own time (10 samples)",
+        f"{name}: functions by inclusive time",
+        f"{name}: own time by package",
+    ]
+    assert [head for _, head, _ in tables] == [
+        ["function (file)", "own %"],
+        ["function (file)", "inclusive %"],
+        ["package", "own %"],
+    ]
+    assert tables[0][2][0] == ["_valid (worker/phone.py)", "60.0"]
