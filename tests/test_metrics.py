@@ -184,3 +184,46 @@ def scraped(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for family in text_string_to_metric_families(text.split("DIR_REMOVED")[0])
         for s in family.samples
     }
+
+
+_BIND = textwrap.dedent(
+    """
+    from worker.launcher import free_port
+    from worker.metrics_server import MetricsPortBusy, start_metrics_server
+    import os
+
+    os.environ["SMSBULK_METRICS_PORT"] = str(free_port())
+    try:
+        server = start_metrics_server()
+    except MetricsPortBusy as error:
+        print("REFUSED", error)
+    else:
+        print("BOUND", server.server.server_address[0])
+        server.stop()
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("host", "printed"),
+    [
+        (None, "BOUND 127.0.0.1"),
+        ("", "BOUND 127.0.0.1"),
+        ("0.0.0.0", "BOUND 0.0.0.0"),
+        ("203.0.113.7", "REFUSED cannot serve metrics on 203.0.113.7:"),  # not this host's
+    ],
+)
+def test_metrics_bind_to_smsbulk_metrics_host_loopback_by_default(
+    host: str | None, printed: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.pop("SMSBULK_METRICS_HOST", None)
+    if host is not None:
+        env["SMSBULK_METRICS_HOST"] = host
+    result = subprocess.run(
+        [sys.executable, "-c", _BIND], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(printed), result.stdout
+    if printed.startswith("REFUSED"):
+        assert "SMSBULK_METRICS_HOST" in result.stdout

@@ -151,7 +151,7 @@ def _report_metrics(**_: Any) -> None:
     from worker.logs import get_logger
 
     if _metrics_server is not None:
-        get_logger().info("metrics_served", port=_metrics_server.port)
+        get_logger().info("metrics_served", host=_metrics_server.host, port=_metrics_server.port)
     elif _metrics_problem:
         get_logger().warning("metrics_not_served", error=_metrics_problem)
 

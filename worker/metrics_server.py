@@ -19,7 +19,7 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -32,21 +32,33 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
 DIR_PREFIX = "smsbulk-metrics-"
+HOST_ENV = "SMSBULK_METRICS_HOST"
+# Loopback unless told otherwise: the metrics name accounts and rates, and a
+# worker host's other ports are nobody's business (the compose file sets
+# 0.0.0.0 on its private network, where Prometheus scrapes it).
+DEFAULT_HOST = "127.0.0.1"
 # Live gauges (requests in flight) of a process that is gone must not count.
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live[a-z]*_(\d+)\.db$")
 
 
 class MetricsPortBusy(Exception):
-    def __init__(self, port: int, error: OSError) -> None:
+    def __init__(self, host: str, port: int, error: OSError) -> None:
         super().__init__(
-            f"cannot serve metrics on port {port} ({error.strerror}); "
-            "give each worker on a host its own SMSBULK_METRICS_PORT, or 0 for none"
+            f"cannot serve metrics on {host}:{port} ({error.strerror or error}); "
+            f"give each worker on a host its own SMSBULK_METRICS_PORT (0 for none), "
+            f"and {HOST_ENV} an address of this host"
         )
         self.port = port
 
 
+def metrics_host(environ: Mapping[str, str] = os.environ) -> str:
+    """The address to serve on: SMSBULK_METRICS_HOST, default 127.0.0.1."""
+    return environ.get(HOST_ENV, "").strip() or DEFAULT_HOST
+
+
 @dataclass
 class MetricsServer:
+    host: str
     port: int
     directory: Path
     previous_dir: str | None
@@ -60,12 +72,14 @@ class MetricsServer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def start_metrics_server(addr: str = "0.0.0.0") -> MetricsServer | None:
-    """Serve /metrics on SMSBULK_METRICS_PORT; None when it is 0.
+def start_metrics_server(addr: str | None = None) -> MetricsServer | None:
+    """Serve /metrics on SMSBULK_METRICS_HOST (or ``addr``) and
+    SMSBULK_METRICS_PORT; None when the port is 0.
 
     Raises MetricsConfigError for a malformed port and MetricsPortBusy when
-    the port cannot be bound (then nothing is left behind)."""
+    the address cannot be bound (then nothing is left behind)."""
     port = metrics_port()
+    host = addr or metrics_host()
     if port == 0:
         return None
     previous_dir = os.environ.get(MULTIPROC_ENV) or None
@@ -78,12 +92,12 @@ def start_metrics_server(addr: str = "0.0.0.0") -> MetricsServer | None:
     try:
         from prometheus_client import start_http_server
 
-        server, thread = start_http_server(port, addr=addr, registry=_registry(directory))
-    except OSError as error:
+        server, thread = start_http_server(port, addr=host, registry=_registry(directory))
+    except OSError as error:  # socket.gaierror too: a host name that does not resolve
         _restore_dir(previous_dir)
         shutil.rmtree(directory, ignore_errors=True)
-        raise MetricsPortBusy(port, error) from None
-    return MetricsServer(port, directory, previous_dir, server, thread)
+        raise MetricsPortBusy(host, port, error) from None
+    return MetricsServer(host, port, directory, previous_dir, server, thread)
 
 
 def _remove_stale_dirs(parent: Path) -> None:
