@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -85,6 +86,19 @@ def test_malformed_rate_records_the_send_and_answers_non_json(sandbox, probe):
     sandbox(scenario, SandboxSettings(malformed_rate=1.0))
 
 
+def test_deep_rate_records_the_send_and_answers_json_too_deep_to_parse(sandbox, probe):
+    async def scenario(client: Client) -> None:
+        response = await client.post(PATH, json=bulk("254700000001"))
+        assert response.status == 200
+        assert response.content_type == "application/json"
+        with pytest.raises(RecursionError):
+            json.loads(await response.read())
+        stats = await probe.stats(client)
+        assert stats["items"] == 1 and stats["deep_answers"] == 1
+
+    sandbox(scenario, SandboxSettings(deep_rate=1.0))
+
+
 def test_latency_delays_every_answer(sandbox):
     async def scenario(client: Client) -> None:
         started = time.monotonic()
@@ -150,6 +164,7 @@ def test_invalid_settings_are_refused_and_change_nothing(sandbox, body):
             "throttle_rate": 0.0,
             "timeout_rate": 0.0,
             "malformed_rate": 0.0,
+            "deep_rate": 0.0,
             "hang_s": 30.0,
             "seed": None,
             "max_batch_items": 1000,

@@ -3,8 +3,11 @@
 Every provider route (one module per API) passes through `_faults`: one
 seeded draw per request decides, in this order, HTTP 500 (`fail_rate`, not
 processed), HTTP 429 with `Retry-After: 1` (`throttle_rate`, not processed),
-a hang of `hang_s` after processing (`timeout_rate`) or a 200 non-JSON body
-after processing (`malformed_rate`). `latency_ms` delays every answer.
+a hang of `hang_s` after processing (`timeout_rate`), a 200 non-JSON body
+after processing (`malformed_rate`) or a 200 JSON body nested
+`DEEP_BODY_DEPTH` deep after processing (`deep_rate`, counted as
+`deep_answers` in the stats: Python's json raises RecursionError on it).
+`latency_ms` delays every answer.
 
 Inspection, no auth: `GET /_sandbox/stats`, `GET /_sandbox/sent?kind=K` (JSON
 Lines), `GET /_sandbox/rate?kind=K`, `GET|POST /_sandbox/settings`,
@@ -73,6 +76,8 @@ __all__ = [
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a GoSMS batch of 1000 texts of 39,015 characters
 _SENT_CHUNK_LINES = 5000
 _MALFORMED_BODY = "<html><body><h1>502 Bad Gateway</h1></body></html>"
+DEEP_BODY_DEPTH = 200_000
+_DEEP_BODY = "[" * DEEP_BODY_DEPTH + "]" * DEEP_BODY_DEPTH
 
 
 @web.middleware
@@ -101,6 +106,9 @@ async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
                 await asyncio.wait_for(state.stopping.wait(), knobs.hang_s)
         elif roll < knobs.timeout_rate + knobs.malformed_rate:
             response = web.Response(status=200, text=_MALFORMED_BODY, content_type="text/html")
+        elif roll < knobs.timeout_rate + knobs.malformed_rate + knobs.deep_rate:
+            state.deep_answers += 1
+            response = web.Response(status=200, text=_DEEP_BODY, content_type="application/json")
     if knobs.latency_ms > 0:
         await asyncio.sleep(knobs.latency_ms / 1000)
     return response

@@ -53,6 +53,7 @@ class SandboxSettings:
     throttle_rate: float = 0.0
     timeout_rate: float = 0.0
     malformed_rate: float = 0.0
+    deep_rate: float = 0.0
     hang_s: float = 30.0
     seed: int | None = None
     # Recipients per request for the APIs whose documents state no limit
@@ -111,6 +112,7 @@ class SandboxState:
         self.last_error: str | None = None
         self.notices = 0
         self.last_notice: str | None = None
+        self.deep_answers = 0
         self.by_kind: Counter[str] = Counter()
         self.items_per_s: Counter[tuple[str, int]] = Counter()
         self.requests_per_s: Counter[tuple[str, int]] = Counter()
@@ -173,6 +175,7 @@ class SandboxState:
             "last_error": self.last_error,
             "notices": self.notices,
             "last_notice": self.last_notice,
+            "deep_answers": self.deep_answers,
         }
 
 
