@@ -6,8 +6,9 @@ job's JSON Schema); INTERFACE.md describes the same fields in prose.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -21,7 +22,12 @@ from pydantic import (
     field_validator,
 )
 
-JOB_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+JOB_ID_FORM = "[A-Za-z0-9._-]{1,64}"
+JOB_ID_PATTERN = f"^{JOB_ID_FORM}$"
+_JOB_ID = re.compile(JOB_ID_PATTERN)
+MAX_VALIDITY_MINUTES = 43_200  # 30 days
+MAX_SCHEDULE_AHEAD = timedelta(days=90)
+MAX_REF_CHARS = 256
 
 DeliveryPolicy = Literal["at_most_once", "at_least_once"]
 Priority = Literal["high", "normal"]
@@ -38,7 +44,16 @@ FINAL_STATUSES: tuple[OutcomeStatus, ...] = (
 )
 JobState = Literal["scheduled", "queued", "running", "paused", "completed", "cancelled"]
 
+# Every string of a job is length-constrained: pydantic-core then reads it as
+# Unicode and refuses a lone surrogate (a JavaScript client cutting an emoji
+# in half) as ``string_unicode``, at no cost; a bare StrictStr would let it in.
 NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
+Text = Annotated[StrictStr, Field(min_length=0)]
+
+
+def is_job_id(value: str) -> bool:
+    """Has ``value`` the form of a job id? Keys are built only from such ids."""
+    return _JOB_ID.fullmatch(value) is not None
 
 
 class Message(BaseModel):
@@ -47,11 +62,13 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     to: NonEmptyStr = Field(description="Phone number as the client has it; parsed by workers.")
-    text: StrictStr | None = Field(default=None, description="Overrides the job's text.")
-    params: list[StrictStr] | None = Field(
+    text: Text | None = Field(default=None, description="Overrides the job's text.")
+    params: list[Text] | None = Field(
         default=None, description="Template parameters (template providers)."
     )
-    ref: StrictStr | None = Field(default=None, description="Client reference, echoed back.")
+    ref: Annotated[StrictStr, Field(max_length=MAX_REF_CHARS)] | None = Field(
+        default=None, description="Client reference, echoed back."
+    )
 
 
 class JobSpec(BaseModel):
@@ -64,20 +81,29 @@ class JobSpec(BaseModel):
         default=None, description="Client-chosen unique id; generated when absent."
     )
     provider: NonEmptyStr = Field(description="Account name from the provider configuration.")
-    text: StrictStr | None = Field(default=None, description="Default text of every message.")
-    sender: StrictStr | None = Field(default=None, description="Sender id; else the account's.")
-    template_id: StrictStr | None = Field(default=None, description="For template providers.")
+    text: Text | None = Field(default=None, description="Default text of every message.")
+    sender: Text | None = Field(default=None, description="Sender id; else the account's.")
+    template_id: Text | None = Field(default=None, description="For template providers.")
     schedule_at: AwareDatetime | None = Field(
-        default=None, description="Send no earlier than this (ISO 8601 with zone)."
+        default=None,
+        description="Send no earlier than this (ISO 8601 with zone), at most 90 days ahead.",
     )
-    validity_minutes: Annotated[int, Field(gt=0)] | None = Field(
-        default=None, description="Messages not sent this long after schedule_at expire."
+    validity_minutes: Annotated[int, Field(ge=1, le=MAX_VALIDITY_MINUTES)] | None = Field(
+        default=None,
+        description="Messages not sent this long after schedule_at expire (at most 30 days).",
     )
     delivery_policy: DeliveryPolicy = "at_most_once"
     priority: Priority = "normal"
-    callback_url: StrictStr | None = Field(
+    callback_url: NonEmptyStr | None = Field(
         default=None, description="https URL POSTed the job status when it ends."
     )
+
+    @field_validator("schedule_at")
+    @classmethod
+    def _not_too_far(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value - datetime.now(UTC) > MAX_SCHEDULE_AHEAD:
+            raise ValueError("must be at most 90 days ahead")
+        return value
 
     @field_validator("callback_url")
     @classmethod

@@ -34,7 +34,7 @@ from producer.store import StoredOutcome, block_of, encode_outcome, now_s
 from worker.cli import write_results
 from worker.launcher import Process, free_port, port_open, smsbulk_argv, wait_until
 
-TOKEN = "t0ken-for-tests"
+TOKEN = "t0ken-for-tests-at-least-32-characters"  # smsbulk api refuses shorter ones
 NUMBER = "0712345678"
 
 
@@ -293,6 +293,18 @@ def test_an_existing_job_id_is_409_and_the_job_is_untouched(api: ApiServer) -> N
           "messages": [{"to": NUMBER}]}, "job_id"),
         ({"provider": "bulk", "text": "hi", "schedule_at": "tomorrow 0712",
           "messages": [{"to": NUMBER}]}, "schedule_at"),
+        ({"provider": "bulk", "text": "hi", "schedule_at": "2999-01-01T00:00:00Z",
+          "messages": [{"to": NUMBER}]}, "schedule_at"),
+        ({"provider": "bulk", "text": "hi", "validity_minutes": 10**400,
+          "messages": [{"to": NUMBER}]}, "validity_minutes"),
+        ({"provider": "bulk", "text": "hi", "validity_minutes": 43201,
+          "messages": [{"to": NUMBER}]}, "validity_minutes"),
+        # json.dumps writes the lone surrogate as "\ud83d", as a JavaScript client does.
+        ({"provider": "bulk", "text": "hi \ud83d", "messages": [{"to": NUMBER}]}, "text"),
+        ({"provider": "bulk", "text": "hi", "messages": [{"to": NUMBER, "ref": "\ud83d"}]},
+         "messages[0].ref"),
+        ({"provider": "bulk", "text": "hi", "messages": [{"to": NUMBER, "ref": "r" * 257}]},
+         "messages[0].ref"),
     ],
 )  # fmt: skip
 def test_an_invalid_job_is_422_naming_the_field_without_echoing_input(
@@ -569,6 +581,32 @@ def test_smsbulk_api_refuses_to_start_without_a_token() -> None:
     assert done.stdout == ""
     assert "SMSBULK_API_TOKEN is not set" in done.stderr
     assert "--insecure-no-auth" in done.stderr
+
+
+def _example_token() -> str:
+    env_example = (Path(__file__).resolve().parent.parent / ".env.example").read_text()
+    (line,) = [ln for ln in env_example.splitlines() if ln.startswith("SMSBULK_API_TOKEN=")]
+    return line.split("=", 1)[1].strip()
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["x" * 31, "change-me", _example_token(), f"  {_example_token()} "],
+    ids=["31-characters", "change-me", "env-example", "env-example-padded"],
+)
+def test_smsbulk_api_refuses_a_short_or_example_token_and_says_how_to_make_one(
+    token: str,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "api", "--port", str(free_port())],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**_without_token(), "SMSBULK_API_TOKEN": token},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stdout == ""
+    assert "smsbulk: configuration error: SMSBULK_API_TOKEN" in done.stderr
+    assert "python -c 'import secrets; print(secrets.token_urlsafe(32))'" in done.stderr
+    assert token.strip() not in done.stderr
 
 
 def test_smsbulk_api_insecure_no_auth_serves_without_a_token(

@@ -55,6 +55,34 @@ def test_malformed_job_exits_2_naming_the_field_and_queues_nothing(
     assert redis_client.dbsize() == 0
 
 
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ('"text": "hi \\ud83d", "messages": [{"to": "0712345678"}]', "text"),
+        ('"text": "hi", "messages": [{"to": "0712345678", "ref": "\\ud83d"}]', "messages[0].ref"),
+        ('"text": "hi", "validity_minutes": 1' + "0" * 400 + ', "messages": [{"to": "1"}]',
+         "validity_minutes"),
+        ('"text": "hi", "messages": [{"to": "1", "\\ud83d": 1}]', "messages[0]"),
+    ],
+)  # fmt: skip
+def test_input_limits_exit_2_naming_the_field_and_queue_nothing(
+    tmp_path: Path,
+    redis_url: str,
+    redis_client: redis.Redis,
+    config_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    raw: str,
+    field: str,
+) -> None:
+    path = tmp_path / "job.json"
+    path.write_text('{"provider": "bulk", ' + raw + "}")
+    assert main(["--redis-url", redis_url, "submit", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"{field}: " in captured.err
+    assert redis_client.dbsize() == 0
+
+
 def test_not_json_exits_2(
     tmp_path: Path, redis_url: str, config_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

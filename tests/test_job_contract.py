@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,8 @@ def test_accepted_jobs() -> None:
     assert validate_job(job(), ACCOUNTS).delivery_policy == "at_most_once"
     assert validate_job(job(text=None, messages=[{"to": "1", "text": "own"}]), ACCOUNTS)
     assert validate_job(job(provider="tpl_sender", text=None, template_id="T"), ACCOUNTS)
-    parsed = validate_job(job(schedule_at="2030-01-01T10:00:00+02:00"), ACCOUNTS)
+    soon = datetime.now(timezone(timedelta(hours=2))) + timedelta(days=3)
+    parsed = validate_job(job(schedule_at=soon.isoformat()), ACCOUNTS)
     assert parsed.schedule_at is not None and parsed.schedule_at.utcoffset() is not None
     # Invalid numbers are not refused at submission: they become `rejected` outcomes.
     assert validate_job(job(messages=[{"to": "not-a-number"}]), ACCOUNTS)
@@ -112,3 +114,51 @@ def test_refused_job_leaves_nothing_behind(
         producer.submit(job(messages=[{"to": "0712345678"}, {"to": ""}]))
     assert redis_client.dbsize() == 0
     producer.close()
+
+
+# --- Input limits (INTERFACE.md) ------------------------------------------------------
+
+LONE_SURROGATE = "\ud83d"  # half of an emoji, as a JavaScript client may cut it
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (job(validity_minutes=0), "validity_minutes"),
+        (job(validity_minutes=43201), "validity_minutes"),
+        (job(validity_minutes=10**400), "validity_minutes"),
+        (job(schedule_at="2999-01-01T00:00:00+00:00"), "schedule_at"),
+        (job(messages=[{"to": "0712345678", "ref": "r" * 257}]), "messages[0].ref"),
+        (job(text=f"hi {LONE_SURROGATE}"), "text"),
+        (job(sender=LONE_SURROGATE), "sender"),
+        (job(provider="tpl_sender", text=None, template_id=LONE_SURROGATE), "template_id"),
+        (job(messages=[{"to": "0712345678", "text": f"x{LONE_SURROGATE}"}]), "messages[0].text"),
+        (job(messages=[{"to": "1"}, {"to": "1", "ref": LONE_SURROGATE}]), "messages[1].ref"),
+        (job(messages=[{"to": "1", "params": ["a", LONE_SURROGATE]}]), "messages[0].params[1]"),
+        (job(messages=[{"to": f"07{LONE_SURROGATE}"}]), "messages[0].to"),
+        (job(callback_url=f"https://example.com/{LONE_SURROGATE}"), "callback_url"),
+    ],
+)
+def test_input_limits_refuse_naming_the_field(raw: dict[str, Any], field: str) -> None:
+    assert field in refused_fields(raw)
+
+
+def test_a_lone_surrogate_in_json_text_is_refused_naming_its_message() -> None:
+    raw = '{"provider": "bulk", "text": "hi", "messages": [{"to": "1", "ref": "\\ud83d"}]}'
+    assert refused_fields(raw) == ["messages[0].ref"]
+    assert refused_fields(raw.encode()) == ["messages[0].ref"]
+
+
+def test_input_limits_accept_their_bounds() -> None:
+    in_89_days = (datetime.now(UTC) + timedelta(days=89)).isoformat()
+    accepted = validate_job(
+        job(
+            validity_minutes=43200,
+            schedule_at=in_89_days,
+            text="emoji 😀 whole",
+            messages=[{"to": "0712345678", "ref": "r" * 256}],
+        ),
+        ACCOUNTS,
+    )
+    assert accepted.validity_minutes == 43200
+    assert validate_job(job(validity_minutes=1), ACCOUNTS).validity_minutes == 1

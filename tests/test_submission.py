@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -274,3 +275,66 @@ def test_the_garbage_collector_is_left_as_it_was(producer: Producer) -> None:
         assert gc.get_freeze_count() > 0  # not unfrozen by the submission
     finally:
         gc.unfreeze()
+
+
+# --- input limits on every way in (INTERFACE.md "Input limits") ---------------------
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda raw: raw,  # a dict
+        lambda raw: json.dumps(raw),  # JSON text: "\ud83d", as a JavaScript client writes it
+        lambda raw: json.dumps(raw).encode(),
+    ],
+)
+def test_producer_submit_refuses_a_lone_surrogate_storing_nothing(
+    producer: Producer, redis_client: redis.Redis, make: Any
+) -> None:
+    raw = job(numbers(1500) + [{"to": "0712345678", "ref": "cut \ud83d"}])
+    with pytest.raises(JobRefused) as info:
+        producer.submit(make(raw))
+    assert [e["field"] for e in info.value.errors] == ["messages[1500].ref"]
+    assert every_key(redis_client) == []
+
+
+def submit_task(job: dict[str, Any], task_id: str) -> Any:
+    """The Celery submit_job task run in this process, as a worker runs it."""
+    from worker import tasks
+
+    tasks.submit_job.push_request(id=task_id, args=[job])
+    try:
+        return tasks.submit_job.run(job)
+    finally:
+        tasks.submit_job.pop_request()
+
+
+@pytest.fixture
+def task_redis(
+    redis_client: redis.Redis, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> redis.Redis:
+    from worker import tasks
+
+    monkeypatch.setattr(tasks, "_redis", redis_client)
+    # No broker here: a plan the task would publish is recorded instead.
+    monkeypatch.setattr(tasks, "enqueue_plan_if_due", lambda *args: planned.append(args[2]))
+    return redis_client
+
+
+planned: list[str] = []
+
+
+def test_the_celery_submit_task_refuses_a_lone_surrogate(task_redis: redis.Redis) -> None:
+    answer = submit_task(job([{"to": "0712345678", "text": "\ud83d"}]), "task-1")
+    assert answer["error"] == "invalid job"
+    assert [e["field"] for e in answer["errors"]] == ["messages[0].text"]
+    assert every_key(task_redis) == []
+
+
+@pytest.mark.parametrize("task_id", ["acc-q-evil:m:0", "x" * 65, "a b", "évil", ""])
+def test_a_celery_task_id_not_of_the_job_id_form_makes_no_job(
+    task_redis: redis.Redis, task_id: str
+) -> None:
+    answer = submit_task(job(numbers(3)), task_id)
+    assert set(answer) == {"error"} and "task id" in answer["error"]
+    assert every_key(task_redis) == []

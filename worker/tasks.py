@@ -18,7 +18,7 @@ from celery import Task
 from producer import keys
 from producer.accounts import load_accounts
 from producer.client import connect, enqueue_plan_if_due, queue_for, redis_url_from_env
-from producer.job import JobExists, JobRefused
+from producer.job import JOB_ID_FORM, JobExists, JobRefused, is_job_id
 from producer.store import job_spec, now_s, read_status
 from producer.submission import store_job
 from producer.validation import open_job
@@ -84,6 +84,10 @@ def submit_job(self: Task, job: dict[str, Any]) -> dict[str, Any]:
     priority: str
     try:
         check, messages = open_job(job, load_accounts(client))
+        if check.job_id is None and not is_job_id(task_id):
+            # Keys are built from the job id: `acc-q-evil:m:0` would be another job's block.
+            log.warning("job_refused_task_id")
+            return {"error": f"the task id is not a job id ({JOB_ID_FORM}): give the job a job_id"}
         job_id = check.job_id or task_id
         priority = store_job(client, check, messages, job_id, origin=task_id).priority
         log.info("job_submitted", job_id=job_id, total=check.total)
