@@ -34,6 +34,11 @@ from producer.client import Producer, redis_url_from_env
 from producer.job import JobStatus, Outcome, refusal_from
 
 TOKEN_ENV = "SMSBULK_API_TOKEN"
+MIN_TOKEN_CHARS = 32
+GENERATE_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+# .env.example's placeholders (this one and the one before): a copy of the
+# example left as it was must not open the API to anyone who read it.
+EXAMPLE_TOKENS = frozenset({"change-me", "change-me-to-the-output-of-secrets-token-urlsafe-32"})
 DEFAULT_MAX_BODY_MB = 64
 MIB = 1024 * 1024
 DEFAULT_PORT = 8080
@@ -71,6 +76,22 @@ class ApiState:
 
 
 STATE = web.AppKey("smsbulk_api", ApiState)
+
+
+def check_token(token: str) -> None:
+    """Refuse a bearer token anyone could guess: the example's, or one under
+    32 characters. Raises ConfigError saying how to make a good one."""
+    token = token.strip()
+    if token in EXAMPLE_TOKENS:
+        problem = "is the example's placeholder"
+    elif len(token) < MIN_TOKEN_CHARS:
+        problem = f"has {len(token)} characters, fewer than {MIN_TOKEN_CHARS}"
+    else:
+        return
+    raise ConfigError(
+        f"{TOKEN_ENV} {problem}: set it to a long random token, such as the output of "
+        f"{GENERATE_TOKEN}, and give the same to the API's clients"
+    )
 
 
 def _digest(token: str) -> bytes:
@@ -233,10 +254,11 @@ def create_app(
 ) -> web.Application:
     """The API as an aiohttp application; ``token=None`` turns authentication off.
 
-    ``max_body_bytes`` defaults to ``[settings] api_max_body_mb`` of the config.
+    Raises ConfigError for a token ``check_token`` refuses. ``max_body_bytes``
+    defaults to ``[settings] api_max_body_mb`` of the config.
     """
-    if token is not None and not token.strip():
-        raise ConfigError(f"{TOKEN_ENV}: empty")
+    if token is not None:
+        check_token(token)
     if max_body_bytes is None:
         max_body_bytes = max_body_bytes_from_config(config_path)
     url = redis_url or redis_url_from_env()

@@ -185,3 +185,36 @@ def test_example_config_has_one_account_per_kind_with_env_credentials() -> None:
             ref = REFERENCE.fullmatch(account[key])
             assert ref, f"{account['kind']}.{key} must be a ${{VAR}} reference"
             assert ref.group(1) in example, f"{ref.group(1)} is missing from .env.example"
+
+
+def test_flower_gets_no_provider_credentials_only_the_broker_and_settings(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    flower = services["flower"]
+    # env_file would hand it every credential of .env; its login is in its command.
+    assert "env_file" not in flower
+    env = environment(flower)
+    assert env["SMSBULK_REDIS_URL"] == "redis://redis:6379/0"
+    # SMSBULK_CONFIG only for [settings]: Celery apps on one broker must share
+    # its visibility timeout (FIELD-NOTES); the file holds ${VAR} references only.
+    assert set(env) <= {"SMSBULK_REDIS_URL", "SMSBULK_CONFIG"}, env
+    assert not any(SECRET_NAME.search(var) for var in env)
+
+
+def test_worker_metrics_listen_on_the_compose_network_and_are_not_published(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    worker = services["worker"]
+    # The worker binds 127.0.0.1 by default; Prometheus scrapes it from the network.
+    assert environment(worker)["SMSBULK_METRICS_HOST"] == "0.0.0.0"
+    assert "9808" in [str(p) for p in worker["expose"]]
+    assert "ports" not in worker
+
+
+def test_the_example_api_token_is_one_the_api_refuses() -> None:
+    from producer.accounts import ConfigError
+    from producer.api import check_token
+
+    token = env_example()["SMSBULK_API_TOKEN"]
+    with pytest.raises(ConfigError, match="SMSBULK_API_TOKEN"):
+        check_token(token)
