@@ -30,8 +30,8 @@ from producer.accounts import ConfigError, read_config_file
 from producer.api_errors import Invalid, StreamBroken, error_middleware, json_error
 from producer.api_openapi import openapi_document
 from producer.api_results import ENCODERS, MEDIA_TYPES, next_batch
-from producer.client import Producer, redis_url_from_env
-from producer.job import JobStatus, Outcome, refusal_from
+from producer.client import NoSuchJob, Producer, redis_url_from_env
+from producer.job import JobStatus, Outcome, is_job_id, refusal_from
 
 TOKEN_ENV = "SMSBULK_API_TOKEN"
 MIN_TOKEN_CHARS = 32
@@ -125,7 +125,12 @@ def _state(request: web.Request) -> ApiState:
 
 
 def _job_id(request: web.Request) -> str:
-    return request.match_info["job_id"]
+    """The path's job id; an id of another form names no job (and no Redis key
+    is ever built from it: `acc:m:0` would be job acc's first block)."""
+    job_id = request.match_info["job_id"]
+    if not is_job_id(job_id):
+        raise NoSuchJob(job_id)
+    return job_id
 
 
 def _status_response(status: JobStatus, code: int = 200) -> web.Response:

@@ -271,6 +271,24 @@ def test_unknown_job_is_404_with_a_json_error(api: ApiServer, method: str, path:
     assert answer.status == 404 and answer.json() == {"error": "no such job: nope"}
 
 
+@pytest.mark.parametrize(
+    ("method", "action"),
+    [("GET", ""), ("GET", "/results"), ("GET", "/results?format=csv"), ("POST", "/cancel"),
+     ("POST", "/pause"), ("POST", "/resume"), ("POST", "/retry")],
+)  # fmt: skip
+@pytest.mark.parametrize("job_id", ["acc:m:0", "acc:o:0", "acc:done", "x" * 65, "a%20b"])
+def test_a_path_id_not_of_the_job_id_form_is_404_touching_nothing(
+    api: ApiServer, redis_client: redis.Redis, method: str, action: str, job_id: str
+) -> None:
+    submit(api, job(2, job_id="acc"))
+    before = {key: redis_client.type(key) for key in redis_client.keys("*")}
+    answer = api(method, f"/v1/jobs/{job_id}{action}")
+    assert answer.status == 404, answer.body
+    assert answer.json()["error"].startswith("no such job")
+    assert {key: redis_client.type(key) for key in redis_client.keys("*")} == before
+    assert api("GET", "/v1/jobs/acc").json()["state"] == "queued"
+
+
 def test_an_existing_job_id_is_409_and_the_job_is_untouched(api: ApiServer) -> None:
     submit(api, job(2, job_id="once"))
     answer = api("POST", "/v1/jobs", job(5, job_id="once"))

@@ -154,6 +154,27 @@ def test_unknown_job_exits_1(redis_url: str, capsys: pytest.CaptureFixture[str])
     assert main(["--redis-url", redis_url, "wait", "nope", "--timeout", "1"]) == 1
 
 
+@pytest.mark.parametrize(
+    "command", [["status"], ["wait", "--timeout", "1"], ["results"], ["cancel"], ["pause"],
+                ["resume"], ["retry"]],
+)  # fmt: skip
+def test_a_job_id_not_of_the_job_id_form_is_no_such_job(
+    redis_url: str,
+    redis_client: redis.Redis,
+    config_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+) -> None:
+    assert main(["--redis-url", redis_url, "send", "--provider", "bulk", "--to", "0712345678",
+                 "--text", "hi"]) == 0  # fmt: skip
+    job_id = capsys.readouterr().out.strip()
+    before = {key: redis_client.type(key) for key in redis_client.keys("*")}
+    verb, *options = command
+    assert main(["--redis-url", redis_url, verb, f"{job_id}:m:0", *options]) == 1
+    assert "no such job" in capsys.readouterr().err
+    assert {key: redis_client.type(key) for key in redis_client.keys("*")} == before
+
+
 def test_worker_refuses_to_start_without_config() -> None:
     result = run("worker")
     assert result.returncode == 2

@@ -25,7 +25,7 @@ from producer import (
     Producer,
 )
 from producer.accounts import ConfigError
-from producer.job import Outcome, job_schema
+from producer.job import Outcome, is_job_id, job_schema
 from worker.progress import wait_for_job
 
 OUTCOME_FIELDS = list(Outcome.model_fields)
@@ -342,6 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_demo(args)
         if args.command == "api":
             return cmd_api(args)
+        job_id = getattr(args, "job_id", None)
+        if job_id is not None and not is_job_id(job_id):
+            raise NoSuchJob(job_id)  # no Redis key is built from an id of another form
         producer = Producer(args.redis_url)
         try:
             return PRODUCER_COMMANDS[args.command](args, producer)
