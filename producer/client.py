@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -24,6 +25,11 @@ from producer.submission import store_job
 from producer.validation import open_job
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+# stdlib logging, not structlog: an application that imports the producer and
+# configures nothing gets warnings on stderr (structlog's default would print
+# on its stdout); worker.logs routes this logger through its processors.
+log = logging.getLogger("smsbulk.producer")
 
 
 class NoSuchJob(Exception):
@@ -100,11 +106,27 @@ class Producer:
         of the job (a generator needs none).
 
         Raises JobRefused or JobExists, and then nothing of the job is stored.
+        Once the job is stored, its id is returned even if publishing its plan
+        task fails (logged as a warning): the workers' watchdog plans it.
         """
         check, messages = open_job(job, self.accounts())
         job_id = check.job_id or uuid.uuid4().hex
         spec = store_job(self.redis, check, messages, job_id)
-        enqueue_plan_if_due(self.redis, self.celery, job_id, spec.priority)
+        try:
+            enqueue_plan_if_due(self.redis, self.celery, job_id, spec.priority)
+        except Exception as error:  # whatever it was: the job exists, and is watched
+            # Raising now would tell the caller the job failed and invite a
+            # second submission: every recipient sent twice. The job is stored
+            # and listed in smsbulk:active, so the workers' watchdog plans it
+            # once it has been silent for the visibility timeout (a scheduled
+            # job is released by the workers anyway).
+            log.warning(
+                "job %s is stored but its plan task was not published (%s: %s); "
+                "the workers' watchdog will plan it within recovery_s",
+                job_id,
+                type(error).__name__,
+                error,
+            )
         return job_id
 
     def status(self, job_id: str) -> JobStatus:
