@@ -183,7 +183,7 @@ async def job_results(request: web.Request) -> web.StreamResponse:
     try:
         await response.prepare(request)
         if header := encoder.header():
-            await response.write(header)
+            await response.write(header.encode())
         while batch := await state.call(next_batch, outcomes, encoder):
             count += batch.records
             await response.write(batch.data)

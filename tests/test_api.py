@@ -233,6 +233,28 @@ def test_results_for_one_client_reference(api: ApiServer) -> None:
     assert api("GET", f"/v1/jobs/{job_id}/results?ref=nobody").body == b""
 
 
+FORMULA_REFS = ['=HYPERLINK("http://x")', "@SUM(1+1)", "-2+3", "+1+1", "\tx", "\rx", "plain"]
+
+
+def test_csv_cells_a_spreadsheet_would_run_get_a_quote_json_lines_stay_exact(
+    api: ApiServer,
+) -> None:
+    messages = [{"to": "+40712345678", "ref": ref} for ref in FORMULA_REFS]
+    messages.append({"to": "=1+2", "ref": "+40712345678"})
+    job_id = submit(api, {"provider": "bulk", "text": "hi", "messages": messages})
+    rows = list(csv.DictReader(io.StringIO(
+        api("GET", f"/v1/jobs/{job_id}/results?format=csv").body.decode(), newline=""
+    )))  # fmt: skip
+    assert [row["ref"] for row in rows] == [
+        "'=HYPERLINK(\"http://x\")", "'@SUM(1+1)", "'-2+3", "'+1+1", "'\tx", "'\rx", "plain",
+        "+40712345678",
+    ]  # fmt: skip
+    assert [row["to"] for row in rows] == ["+40712345678"] * 7 + ["'=1+2"]
+    records = jsonl(api("GET", f"/v1/jobs/{job_id}/results"))
+    assert [r["ref"] for r in records] == [*FORMULA_REFS, "+40712345678"]
+    assert records[-1]["to"] == "=1+2"
+
+
 def test_results_format_must_be_jsonl_or_csv(api: ApiServer) -> None:
     job_id = submit(api, job(1))
     answer = api("GET", f"/v1/jobs/{job_id}/results?format=xml")

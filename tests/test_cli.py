@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from producer import Producer
 from producer.job import job_schema
 from worker.cli import main
 
@@ -119,6 +122,23 @@ def test_submit_prints_the_job_id_alone_then_status_and_results(
     assert lines[1].startswith("cli-1,0,0712345678,,a,pending")
     assert main(["--redis-url", redis_url, "jobs"]) == 0
     assert json.loads(capsys.readouterr().out)["job_id"] == "cli-1"
+
+
+def test_results_csv_quotes_formula_cells_but_not_phone_numbers(
+    redis_url: str, producer: Producer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    refs = ['=HYPERLINK("http://x")', "@SUM(1+1)", "-2+3", "\tx", "\rx", "+40712345678"]
+    messages = [{"to": "+40712345678", "ref": ref} for ref in refs]
+    job_id = producer.submit({"provider": "bulk", "text": "hi", "messages": messages})
+    assert main(["--redis-url", redis_url, "results", job_id, "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out, newline="")))
+    assert [row["ref"] for row in rows] == [
+        "'=HYPERLINK(\"http://x\")", "'@SUM(1+1)", "'-2+3", "'\tx", "'\rx", "+40712345678"
+    ]  # fmt: skip
+    assert {row["to"] for row in rows} == {"+40712345678"}
+    assert main(["--redis-url", redis_url, "results", job_id]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["ref"] for line in lines] == refs
 
 
 def test_send_builds_a_job_from_a_csv(

@@ -12,7 +12,8 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -25,10 +26,9 @@ from producer import (
     Producer,
 )
 from producer.accounts import ConfigError
+from producer.api_results import BATCH_RECORDS, ENCODERS
 from producer.job import Outcome, is_job_id, job_schema
 from worker.progress import wait_for_job
-
-OUTCOME_FIELDS = list(Outcome.model_fields)
 
 
 class UsageError(Exception):
@@ -120,18 +120,14 @@ def cmd_wait(args: argparse.Namespace, producer: Producer) -> int:
     return 0 if wait_for_job(producer, args.job_id, timeout_s=args.timeout) else 1
 
 
-def write_results(outcomes: Any, out: TextIO, fmt: str) -> int:
+def write_results(outcomes: Iterator[Outcome], out: TextIO, fmt: str) -> int:
+    """The records as ``fmt`` (jsonl or csv), written as the API streams them."""
+    encoder = ENCODERS[fmt]()
+    out.write(encoder.header())
     count = 0
-    if fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=OUTCOME_FIELDS)
-        writer.writeheader()
-        for outcome in outcomes:
-            writer.writerow(outcome.model_dump(mode="json"))
-            count += 1
-    else:
-        for outcome in outcomes:
-            out.write(outcome.model_dump_json() + "\n")
-            count += 1
+    while records := list(islice(outcomes, BATCH_RECORDS)):
+        out.write(encoder.encode(records))
+        count += len(records)
     return count
 
 
