@@ -48,7 +48,7 @@ def test_a_job_whose_plan_publish_failed_is_planned_by_the_watchdog(tmp_path: Pa
                 attempts.append(name)
                 raise OperationalError("Error 111 connecting to 127.0.0.1. Connection refused.")
 
-            producer.celery.send_task = broker_away  # type: ignore[method-assign]
+            producer.celery.send_task = broker_away
             numbers = ro_numbers(CHUNKS * BATCH, start=700_000)
             started = time.monotonic()
             job_id = producer.submit(
