@@ -106,14 +106,22 @@ def outcome_records(outcomes: dict[int, StoredOutcome]) -> str:
     return "".join(f"{index}\t{encode_outcome(outcome)}\n" for index, outcome in outcomes.items())
 
 
-# KEYS: job hash, requests hash. ARGV: request id, sending-state JSON.
-# A request starts only while its job is running: after a pause or a cancel
-# returns, no new provider request of the job starts.
+# KEYS: job hash, requests hash, the chunk's lease.
+# ARGV: request id, sending-state JSON, the lease token of the pass.
+# A request starts only while its job is running (after a pause or a cancel
+# returns, no new provider request of the job starts), only while the pass
+# that planned it still holds the chunk's lease, and only while it is still
+# pending: never once another pass has dropped, settled or begun it.
+# Returns 'begun', 'stopped' (the job does not run), 'lease' (the pass lost
+# the chunk) or 'taken' (the request is no longer pending).
 _BEGIN = """
 local state = redis.call('HGET', KEYS[1], 'state')
-if state ~= 'running' and state ~= 'queued' then return 0 end
+if state ~= 'running' and state ~= 'queued' then return 'stopped' end
+if redis.call('GET', KEYS[3]) ~= ARGV[3] then return 'lease' end
+local current = redis.call('HGET', KEYS[2], ARGV[1])
+if not current or cjson.decode(current)['s'] ~= 'pending' then return 'taken' end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-return 1
+return 'begun'
 """
 
 # ARGV: the final status codes (JSON). A cancelled job is reported once its
@@ -234,14 +242,20 @@ class ResultsStore:
             )
 
     async def begin_request(
-        self, job_id: str, chunk_no: int, request_id: str, state: dict[str, Any]
-    ) -> bool:
-        """Mark a request ``sending`` if its job still runs; False if it does not."""
-        started = await self._begin(
-            keys=[keys.job(job_id), keys.requests(job_id, chunk_no)],
-            args=[request_id, json.dumps(state, separators=(",", ":"))],
+        self,
+        job_id: str,
+        chunk_no: int,
+        request_id: str,
+        state: dict[str, Any],
+        lease_token: str,
+    ) -> str:
+        """Mark a pending request ``sending`` (see _BEGIN): ``begun``, or why
+        not: ``stopped`` (paused or cancelled), ``lease`` or ``taken``."""
+        answer = await self._begin(
+            keys=[keys.job(job_id), keys.requests(job_id, chunk_no), keys.lease(job_id, chunk_no)],
+            args=[request_id, json.dumps(state, separators=(",", ":")), lease_token],
         )
-        return bool(started)
+        return str(answer.decode() if isinstance(answer, bytes) else answer)
 
     async def claim_callback(self, job_id: str) -> bool:
         """True once per ended job whose every recipient is final: whoever

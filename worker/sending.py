@@ -7,45 +7,149 @@ at_least_once), then sends every recipient that is still pending, each
 request after taking its parts from the account's global rate limit. It
 returns when the chunk should be looked at again, if it should: after a
 retryable failure's backoff, or when the rate limit has room again.
+
+A pass holds its chunk's lease, and its requests live and die with it: they
+run in one ``asyncio.TaskGroup``, so an exception that escapes one request
+cancels the others before the pass ends (and its lease is released), and a
+request begins only while the pass still holds the lease and the request is
+still pending (one script). A request cancelled mid-POST stays ``sending``
+and the next pass settles it like a killed worker's; a provider's answer
+once read is still recorded. An exception that escapes the adapter (an
+answer it cannot read, or a bug of its own) is that request's answer: whether
+the provider took it is unknown.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
 from producer.store import StoredOutcome, now_s
 from worker import metrics
 from worker.chunking import chunk_range
+from worker.config import Account
 from worker.logs import get_logger
 from worker.optout import REASON as OPTED_OUT
 from worker.optout import opted_out
 from worker.outcomes import from_result, is_final, simple
-from worker.providers.base import Adapter, JobContext, Recipient
+from worker.providers.base import (
+    Adapter,
+    JobContext,
+    Recipient,
+    SendResult,
+    Verdict,
+    all_of,
+)
 from worker.rate_limit import Limits, RateLimiter
 from worker.recipients import Rejection, prepare
 from worker.results_store import NOTHING_WRITTEN, ChunkData, JobSpec, ResultsStore, new_token
 from worker.retry import retry_delay_s
 from worker.timing import Timing
 
+T = TypeVar("T")
 REQUESTS_IN_FLIGHT_PER_CHUNK = 4
 INLINE_WAIT_MAX_S = 0.5  # longer waits give the worker back (the chunk is deferred)
+DEFER_WINDOW_MIN_S = 1.0  # deferred chunks come back spread over at least this
+DEFER_WINDOW_DOUBLINGS_MAX = 16
 
 
 @dataclass(slots=True)
 class PassResult:
     next_pass_in_s: float | None = None  # None: nothing left for this chunk to do
     stopped: bool = False  # the job was paused or cancelled mid-pass: not done either
+    lost: bool = False  # the chunk's lease or a request is no longer this pass's
+    # > 0: the next pass waits for rate-limit capacity, for a first request of
+    # this many parts (it takes them before it reads the chunk again).
+    deferred_parts: int = 0
+    deferred_again: bool = False  # deferred before the pass began: nothing was read
 
     @property
     def chunk_done(self) -> bool:
         """Nothing left for this chunk: no pass follows, and none is owed by a resume."""
-        return self.next_pass_in_s is None and not self.stopped
+        return self.next_pass_in_s is None and not self.stopped and not self.lost
+
+
+def limits_of(account: Account) -> Limits:
+    return Limits(account.messages_per_second, account.requests_per_second, account.burst_s)
+
+
+def request_slot_s(account: Account, parts: int) -> float:
+    """How long a request of ``parts`` parts takes of the account's rates."""
+    return max(parts / account.messages_per_second, 1 / account.requests_per_second)
+
+
+def deferral_s(
+    wait_s: float,
+    slot_s: float,
+    deferrals: int,
+    cap_s: float,
+    rng: random.Random | None = None,
+) -> float:
+    """When a chunk refused rate-limit capacity comes back (pure).
+
+    A refusal takes nothing, so every waiting chunk of an account is told
+    the same wait: without jitter they would all come back at once, and all
+    but one find no capacity again. So the chunk comes back after its wait
+    at a random point of a window (at least ``slot_s``, the time one such
+    request takes of the account's rate, and ``DEFER_WINDOW_MIN_S``) that
+    doubles with each deferral in a row: a chunk that keeps finding no
+    capacity is one of many, and many chunks spread thinly over a long
+    window cost a handful of cheap checks each instead of a storm of tasks.
+    Never longer than ``cap_s``; a wait beyond it comes back in its second half.
+    """
+    window = max(wait_s, slot_s, DEFER_WINDOW_MIN_S) * 2 ** min(
+        deferrals, DEFER_WINDOW_DOUBLINGS_MAX
+    )
+    if wait_s >= cap_s:
+        return (rng or random).uniform(cap_s / 2, cap_s)
+    return min(cap_s, wait_s + (rng or random).uniform(0, window))
+
+
+async def defer_unless_capacity(
+    limiter: RateLimiter,
+    account: Account,
+    job: JobSpec,
+    chunk_no: int,
+    parts: int,
+    deferrals: int,
+    timing: Timing,
+) -> PassResult | None:
+    """A deferred chunk's first step, before it reads or parses anything:
+    take capacity for its first request of ``parts`` parts (None: taken, the
+    pass goes on and that request uses it), else the next deferral. A chunk
+    past its validity goes on at once, to expire its recipients."""
+    deadline = deadline_s(job)
+    if deadline is not None and now_s() > deadline:
+        return None
+    decision = await limiter.try_acquire(account.name, limits_of(account), parts)
+    if decision.allowed:
+        return None
+    metrics.record_rate_wait(account, decision.wait_s, deferred=True)
+    slot_s = request_slot_s(account, parts)
+    wait_s = deferral_s(decision.wait_s, slot_s, deferrals + 1, timing.max_countdown_s)
+    get_logger().debug("chunk_deferred", job_id=job.job_id, chunk=chunk_no, wait_s=round(wait_s, 3))
+    return PassResult(next_pass_in_s=wait_s, deferred_parts=parts, deferred_again=True)
+
+
+async def finish(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Await ``coroutine`` to its end even if the caller is cancelled
+    meanwhile, then pass the cancellation on: a provider's answer that was
+    read is recorded, and the cancelled request still ends with its pass."""
+    task = asyncio.ensure_future(coroutine)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is not None:
+            get_logger().warning("finish_failed", error=type(task.exception()).__name__)
+        raise
 
 
 def deadline_s(job: JobSpec) -> float | None:
@@ -81,16 +185,16 @@ class ChunkSender:
         job: JobSpec,
         chunk_no: int,
         timing: Timing,
+        lease_token: str = "",
+        prepaid_parts: int = 0,
     ) -> None:
         self.store = store
         self.limiter = limiter
         self.adapter = adapter
         self.account = adapter.account
-        self.limits = Limits(
-            self.account.messages_per_second,
-            self.account.requests_per_second,
-            self.account.burst_s,
-        )
+        self.limits = limits_of(self.account)
+        self.lease_token = lease_token  # the chunk's lease this pass holds
+        self.prepaid_parts = prepaid_parts  # capacity taken before the pass began
         self.job = job
         self.chunk_no = chunk_no
         self.timing = timing
@@ -106,6 +210,10 @@ class ChunkSender:
         self._started = time.monotonic()
         self._inline_until: float | None = None  # end of the pass's inline wait for capacity
         self._stopped = False  # a request found the job paused or cancelled
+        self._lost = False  # a request found the lease or itself no longer this pass's
+        self._deferred: tuple[float, int] | None = None  # (wait, parts) of a refused request
+        self._unsent: list[str] = []  # planned requests this pass gave up on
+        self._begun: set[str] = set()  # requests this pass marked sending
 
     async def _commit(
         self,
@@ -176,18 +284,53 @@ class ChunkSender:
                 for rid, batch in zip(request_ids, batches, strict=True)
             },
         )
+        waits = await self._send_all(session, dict(zip(request_ids, batches, strict=True)), data)
+        later = [wait for wait in waits if wait is not None]
+        deferred_parts = 0
+        if self._deferred is not None:
+            wait_s, deferred_parts = self._deferred
+            slot_s = request_slot_s(self.account, deferred_parts)
+            later.append(deferral_s(wait_s, slot_s, 0, self.timing.max_countdown_s))
+        # The latest of them, so that no retried recipient goes before its backoff.
+        return PassResult(
+            next_pass_in_s=max(later) if later else None,
+            stopped=self._stopped,
+            lost=self._lost,
+            deferred_parts=deferred_parts,
+        )
+
+    async def _send_all(
+        self,
+        session: aiohttp.ClientSession,
+        requests: dict[str, list[Recipient]],
+        data: ChunkData,
+    ) -> list[float | None]:
+        """Send the pass's requests, a few at a time, all in one task group:
+        none outlives the pass. On an exception every request still running
+        is cancelled, and the requests never begun are forgotten."""
         gate = asyncio.Semaphore(REQUESTS_IN_FLIGHT_PER_CHUNK)
 
         async def one(request_id: str, batch: list[Recipient]) -> float | None:
             async with gate:
                 return await self._send(session, request_id, batch, data)
 
-        waits = await asyncio.gather(
-            *(one(rid, b) for rid, b in zip(request_ids, batches, strict=True))
-        )
-        later = [wait for wait in waits if wait is not None]
-        # The latest of them, so that no retried recipient goes before its backoff.
-        return PassResult(next_pass_in_s=max(later) if later else None, stopped=self._stopped)
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(rid, b)) for rid, b in requests.items()]
+        except BaseExceptionGroup as failed:
+            first = _first_error(failed)
+            self.log.warning("pass_failed", error=type(first).__name__)
+            try:
+                await self.store.drop_requests(
+                    self.job.job_id,
+                    self.chunk_no,
+                    [rid for rid in requests if rid not in self._begun],
+                )
+            except Exception:  # the next pass drops them as well
+                self.log.warning("pass_failed_unsent_kept")
+            raise first from None
+        await self.store.drop_requests(self.job.job_id, self.chunk_no, self._unsent)
+        return [task.result() for task in tasks]
 
     async def _settle_interrupted(self, data: ChunkData) -> None:
         """Requests left in ``sending`` by a worker that died mid-request."""
@@ -225,7 +368,15 @@ class ChunkSender:
         A pass waits inline at most INLINE_WAIT_MAX_S without getting any
         capacity, then gives its worker process back: a saturated account's
         chunks, however many, never hold every process while other accounts'
-        chunks wait in the queue."""
+        chunks wait in the queue. Capacity taken before the pass (a deferred
+        chunk's check) pays for the first request."""
+        if self.prepaid_parts:
+            cost_parts, self.prepaid_parts = (
+                max(0, cost_parts - self.prepaid_parts),
+                max(0, self.prepaid_parts - cost_parts),
+            )
+            if cost_parts == 0:
+                return None
         while True:
             decision = await self.limiter.try_acquire(self.account.name, self.limits, cost_parts)
             if decision.allowed:
@@ -247,16 +398,25 @@ class ChunkSender:
         batch: list[Recipient],
         data: ChunkData,
     ) -> float | None:
+        if self._stopped or self._lost:
+            self._unsent.append(request_id)
+            return None
         out_of_time = time.monotonic() - self._started > self.timing.pass_budget_s
         if out_of_time or await self.store.account_blocked(self.account.name):
             # The next pass goes on (or fails the rest, for a stopped account).
-            await self.store.drop_requests(self.job.job_id, self.chunk_no, [request_id])
+            self._unsent.append(request_id)
             return 0.0
-        wait_s = await self._acquire(sum(r.cost_parts for r in batch))
+        parts = sum(r.cost_parts for r in batch)
+        if self._deferred is not None:
+            # Another request of the pass found no capacity: the rest waits too.
+            self._unsent.append(request_id)
+            return None
+        wait_s = await self._acquire(parts)
         if wait_s is not None:
             # Waiting for capacity is not a failure: no attempt is used.
-            await self.store.drop_requests(self.job.job_id, self.chunk_no, [request_id])
-            return min(wait_s, self.timing.max_countdown_s)
+            self._deferred = self._deferred or (wait_s, parts)
+            self._unsent.append(request_id)
+            return None
         attempt = 1 + max(
             (data.outcomes[r.index].attempts if r.index in data.outcomes else 0) for r in batch
         )
@@ -268,15 +428,23 @@ class ChunkSender:
             "k": token,
             "i": [r.index for r in batch],
         }
-        if not await self.store.begin_request(self.job.job_id, self.chunk_no, request_id, sending):
+        begun = await self.store.begin_request(
+            self.job.job_id, self.chunk_no, request_id, sending, self.lease_token
+        )
+        if begun == "stopped":
             # Paused or cancelled meanwhile: whoever resumes enqueues the chunk again.
-            await self.store.drop_requests(self.job.job_id, self.chunk_no, [request_id])
+            self._unsent.append(request_id)
             self._stopped = True
             return None
+        if begun != "begun":
+            # The lease ran out, or someone else settled or dropped the
+            # request: the chunk is another pass's now. Send nothing more.
+            self.log.warning("request_not_begun", request=request_id, reason=begun)
+            self._lost = True
+            return None
+        self._begun.add(request_id)
         started = time.monotonic()
-        with metrics.in_flight(self.account):
-            sent = await self.adapter.send(session, batch, self.context)
-        parts = sum(r.cost_parts for r in batch)
+        sent = await self._post(session, request_id, batch)
         metrics.record_request(
             self.account, time.monotonic() - started, len(batch), parts, sent.http_status
         )
@@ -291,7 +459,7 @@ class ChunkSender:
             "t": now_s(),
             "http": sent.http_status,
         }
-        state = await self._commit(outcomes, request_id, token, done)
+        state = await finish(self._commit(outcomes, request_id, token, done))
         self.log.info(
             "provider_request",
             request=request_id,
@@ -321,6 +489,21 @@ class ChunkSender:
             self.timing.max_countdown_s,
         )
 
+    async def _post(
+        self, session: aiohttp.ClientSession, request_id: str, batch: list[Recipient]
+    ) -> SendResult:
+        """The adapter's send. An exception that escapes it (an answer it
+        cannot read, a bug) is an answer nobody can read: the request may
+        have been taken, as when a worker dies mid-request."""
+        try:
+            with metrics.in_flight(self.account):
+                return await self.adapter.send(session, batch, self.context)
+        except Exception as error:
+            name = type(error).__name__
+            self.log.exception("provider_request_raised", request=request_id, error=name)
+            reason = f"the answer could not be read: {name}"
+            return SendResult(all_of(batch, Verdict.UNCERTAIN, "unreadable", reason))
+
     def _credentials_reason(self, outcomes: dict[int, StoredOutcome]) -> str:
         first = next(iter(outcomes.values()), None)
         said = f" ({first.error_code}: {first.error})" if first and first.error else ""
@@ -328,3 +511,9 @@ class ChunkSender:
             f"account {self.account.name} stopped: the provider refused its credentials{said}; "
             "fix them, restart the workers, then retry the job"
         )
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception a task group collected (groups nest)."""
+    first = group.exceptions[0]
+    return _first_error(first) if isinstance(first, BaseExceptionGroup) else first

@@ -29,7 +29,7 @@ from worker.chunking import chunk_count
 from worker.logs import get_logger
 from worker.results_store import JobSpec, ResultsStore, new_token
 from worker.runtime import Runtime, get_runtime
-from worker.sending import ChunkSender, fail_chunk
+from worker.sending import ChunkSender, PassResult, defer_unless_capacity, fail_chunk
 
 log = get_logger()
 CELERY_MAX_MESSAGES = 50_000  # INTERFACE.md: larger jobs go through Python or HTTP
@@ -60,13 +60,24 @@ def _ids_repr(task: Task) -> str:
     return ", ".join(f"{n}={v}" for n, v in zip(names, task.request.args or (), strict=False))
 
 
-def enqueue_chunk(job_id: str, chunk_no: int, queue: str, countdown_s: float = 0) -> None:
+def enqueue_chunk(
+    job_id: str,
+    chunk_no: int,
+    queue: str,
+    countdown_s: float = 0,
+    parts: int = 0,
+    deferrals: int = 0,
+) -> None:
+    """A send_chunk task. ``parts`` > 0: the chunk was deferred for
+    rate-limit capacity, for a first request of that many parts, ``deferrals``
+    times in a row (see ``send_chunk``)."""
+    args: list[str | int] = [job_id, chunk_no]
+    shown = f"job_id={job_id}, chunk={chunk_no}"
+    if parts:
+        args += [parts, deferrals]
+        shown += f", parts={parts}, deferrals={deferrals}"
     app.send_task(
-        keys.SEND_CHUNK,
-        args=[job_id, chunk_no],
-        queue=queue,
-        countdown=countdown_s or None,
-        argsrepr=f"job_id={job_id}, chunk={chunk_no}",
+        keys.SEND_CHUNK, args=args, queue=queue, countdown=countdown_s or None, argsrepr=shown
     )
 
 
@@ -168,7 +179,13 @@ def _retry_unknown_account(task: Task, job_id: str, account: str) -> None:
 
 
 @app.task(name=keys.SEND_CHUNK, bind=True)
-def send_chunk(self: Task, job_id: str, chunk_no: int) -> None:
+def send_chunk(self: Task, job_id: str, chunk_no: int, parts: int = 0, deferrals: int = 0) -> None:
+    """One pass over a chunk, then the next one enqueued if one is due.
+
+    A chunk deferred for rate-limit capacity (``parts`` > 0) first takes
+    capacity for its first request, before it reads or parses anything: a
+    saturated account's chunks that find none cost one limiter call each
+    and go back to wait, with jitter, instead of holding a worker process."""
     runtime = get_runtime()
     job = runtime.run(runtime.store.job(job_id))
     if job is None or job.state not in ("running", "queued"):
@@ -180,7 +197,7 @@ def send_chunk(self: Task, job_id: str, chunk_no: int) -> None:
         runtime.run(fail_chunk(runtime.store, job, chunk_no, reason))
         return
     try:
-        next_pass_s = runtime.run(_send_chunk(runtime, job, chunk_no))
+        result = runtime.run(_send_chunk(runtime, job, chunk_no, parts, deferrals))
     except Exception as error:
         # A bug or a long Redis outage: never drop the chunk silently.
         log.exception("chunk_failed", job_id=job_id, chunk=chunk_no)
@@ -193,12 +210,23 @@ def send_chunk(self: Task, job_id: str, chunk_no: int) -> None:
         reason = f"internal error, gave up: {type(error).__name__}"
         runtime.run(fail_chunk(runtime.store, job, chunk_no, reason))
         return
-    if next_pass_s is not None:
-        enqueue_chunk(job_id, chunk_no, queue, next_pass_s)
+    if result.next_pass_in_s is not None:
+        deferred = result.deferred_parts
+        enqueue_chunk(
+            job_id,
+            chunk_no,
+            queue,
+            result.next_pass_in_s,
+            deferred,
+            deferrals + 1 if deferred and result.deferred_again else 0,
+        )
 
 
-async def _send_chunk(runtime: Runtime, job: JobSpec, chunk_no: int) -> float | None:
-    """One pass over the chunk of a job read (and found running) by the task."""
+async def _send_chunk(
+    runtime: Runtime, job: JobSpec, chunk_no: int, parts: int = 0, deferrals: int = 0
+) -> PassResult:
+    """One pass over the chunk of a job read (and found running) by the task;
+    for a deferred chunk (``parts`` > 0) only once its capacity is taken."""
     store = runtime.store
     job_id = job.job_id
     token = new_token()
@@ -208,11 +236,24 @@ async def _send_chunk(runtime: Runtime, job: JobSpec, chunk_no: int) -> float | 
         # when its lease runs out; the chunk's state decides what is left.
         busy_s = await store.lease_ttl_s(job_id, chunk_no)
         log.info("chunk_busy", job_id=job_id, chunk=chunk_no, retry_in_s=busy_s)
-        return min(busy_s + 1, TIMING.max_countdown_s)
+        return PassResult(next_pass_in_s=min(busy_s + 1, TIMING.max_countdown_s))
     try:
         account = runtime.config.accounts[job.spec["provider"]]
+        if parts:
+            deferred = await defer_unless_capacity(
+                runtime.limiter, account, job, chunk_no, parts, deferrals, TIMING
+            )
+            if deferred is not None:
+                return deferred
         sender = ChunkSender(
-            store, runtime.limiter, runtime.adapter(account), job, chunk_no, TIMING
+            store,
+            runtime.limiter,
+            runtime.adapter(account),
+            job,
+            chunk_no,
+            TIMING,
+            lease_token=token,
+            prepaid_parts=parts,
         )
         result = await sender.run(runtime.session)
         if result.chunk_done:
@@ -220,7 +261,7 @@ async def _send_chunk(runtime: Runtime, job: JobSpec, chunk_no: int) -> float | 
     finally:
         await store.release_lease(job_id, chunk_no, token)
     await _callback_if_ended(store, job)
-    return result.next_pass_in_s
+    return result
 
 
 async def _callback_if_ended(store: ResultsStore, job: JobSpec) -> None:

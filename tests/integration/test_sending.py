@@ -1,0 +1,202 @@
+"""A pass over a chunk, through real worker processes, a real Valkey and
+the sandbox: a request whose answer makes the adapter raise never leaves
+sends behind it, and a saturated account's deferred chunks leave the
+workers to other accounts' jobs.
+
+Every stack is the test's own (sandbox and workers); every wait is on a
+condition with a time limit.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import redis
+
+from producer import keys
+from producer.job import Outcome
+from tests.integration.stack import Stack, add_provider_accounts, elapsed, make_stack, ro_numbers
+from worker.launcher import wait_until
+from worker.watchdog import KOMBU_UNACKED, parse_task
+
+pytestmark = pytest.mark.integration
+
+RECOVERY_S = 30  # task retries and deferrals at most 6 s apart (worker/timing.py)
+SETTINGS = f"\n[settings]\nrecovery_s = {RECOVERY_S}\n"
+
+
+def results(stack: Stack, job_id: str) -> list[Outcome]:
+    producer = stack.producer()
+    try:
+        return list(producer.results(job_id))
+    finally:
+        producer.close()
+
+
+def submit(stack: Stack, job: dict[str, Any]) -> str:
+    producer = stack.producer()
+    try:
+        return producer.submit(job)
+    finally:
+        producer.close()
+
+
+# --- a request that raises in the adapter ----------------------------------------------
+
+POISONED_JOB = 300
+POISON_BATCH = 50  # chunks of 50 recipients: 50 requests each, one number apiece
+
+
+@pytest.mark.timeout(240)
+def test_an_answer_that_raises_in_the_adapter_is_unknown_and_nothing_is_sent_twice(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # Each recipient its own text: voipcomm sends one request per recipient,
+    # so a chunk is 50 requests, 4 of them in flight at a time. About every
+    # 7th answer is JSON nested 200,000 deep, on which json.loads raises
+    # RecursionError inside the adapter.
+    stack = make_stack(redis_url, tmp_path / "stack", workers=0, settings_toml=SETTINGS)
+    try:
+        add_provider_accounts(stack, ["voipcomm"])
+        with stack.config.open("a") as config:
+            config.write(f"batch_size = {POISON_BATCH}\n")  # the voipcomm table is the last
+        stack.add_worker()
+        stack.add_worker()
+        stack.sandbox_post("/_sandbox/settings", {"deep_rate": 1 / 7, "seed": 7})
+        numbers = ro_numbers(POISONED_JOB)
+        started = time.monotonic()
+        job_id = submit(
+            stack,
+            {
+                "provider": "voipcomm",
+                "messages": [
+                    {"to": n, "text": f"Your code is {i:04d}"} for i, n in enumerate(numbers)
+                ],
+            },
+        )
+        status = stack.wait_for(job_id, timeout_s=150)
+        took_s = elapsed(started)
+        outcomes = results(stack, job_id)
+        stats = stack.sandbox_get("/_sandbox/stats")
+        rows = stack.sandbox_get("/_sandbox/sent?kind=voipcomm")
+    finally:
+        stack.stop()
+
+    sent = Counter(row["number"] for row in rows)
+    ids = {row["number"]: row["message_id"] for row in rows}
+    twice = [number for number, n in sent.items() if n > 1]
+    by_status = Counter(o.status for o in outcomes)
+    print(
+        f"\n{POISONED_JOB} recipients, one request each: {took_s:.1f} s, {dict(by_status)}; "
+        f"sandbox requests {stats['requests']}, too-deep answers {stats['deep_answers']}, "
+        f"numbers sent more than once {len(twice)}"
+    )
+    assert status.state == "completed" and status.counts["pending"] == 0
+    assert twice == []  # at_most_once: no number is ever posted twice
+    assert stats["requests"] == POISONED_JOB
+    assert stats["deep_answers"] > 0
+    # The answers the adapter could not read, and only they, are unknown;
+    # every other recipient is accepted with the id the sandbox gave it.
+    assert by_status == {
+        "unknown": stats["deep_answers"],
+        "accepted": POISONED_JOB - stats["deep_answers"],
+    }
+    for outcome in outcomes:
+        number = "4" + numbers[outcome.index][1:]
+        if outcome.status == "accepted":
+            assert outcome.provider_message_id == ids[number]
+        assert sent[number] == 1 and outcome.attempts == 1
+
+
+# --- a saturated account's deferred chunks ---------------------------------------------
+
+SATURATED_CHUNKS = 200
+
+
+def deferred_chunk_tasks(client: redis.Redis, job_id: str) -> tuple[int, int]:
+    """(chunk tasks of the job waiting for their countdown, others) on the
+    queues and among the workers' unacknowledged (reserved) messages."""
+    raws = cast(list[bytes], client.hvals(KOMBU_UNACKED))
+    for queue in keys.WORKER_QUEUES:
+        raws += cast(list[bytes], client.lrange(queue, 0, -1))
+    deferred = other = 0
+    for raw in raws:
+        parsed = parse_task(raw)
+        if parsed is None or parsed[0] != keys.SEND_CHUNK or parsed[1] != job_id:
+            continue
+        message = json.loads(raw)
+        message = message[0] if isinstance(message, list) else message
+        if message["headers"].get("eta"):
+            deferred += 1
+        else:
+            other += 1
+    return deferred, other
+
+
+@pytest.mark.timeout(240)
+def test_a_one_time_code_is_sent_within_2_s_while_another_account_has_200_chunks_deferred(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # 200 one-recipient chunks on an account that takes one message a second:
+    # after the first second every one of them waits for capacity.
+    accounts: dict[str, dict[str, object]] = {
+        "saturated": {
+            "messages_per_second": 1,
+            "requests_per_second": 1,
+            "burst_s": 1,
+            "batch_size": 1,
+        },
+        "codes": {"messages_per_second": 1000, "requests_per_second": 100},
+    }
+    stack = make_stack(
+        redis_url, tmp_path / "stack", workers=2, accounts=accounts, settings_toml=SETTINGS
+    )
+    try:
+        client = stack.redis()
+        slow_id = submit(
+            stack,
+            {
+                "provider": "saturated",
+                "text": "Our sale ends tonight.",
+                "messages": [{"to": n} for n in ro_numbers(SATURATED_CHUNKS)],
+            },
+        )
+
+        def all_deferred() -> bool:
+            deferred, other = deferred_chunk_tasks(client, slow_id)
+            return other == 0 and deferred >= SATURATED_CHUNKS - 20
+
+        wait_until(all_deferred, 120, "the saturated account's chunks to be deferred", 0.2)
+        deferred_at_submit = deferred_chunk_tasks(client, slow_id)[0]
+        slow_sent_before = stack.sandbox_get("/_sandbox/stats")["items"]
+        submitted = time.monotonic()
+        code_id = submit(
+            stack,
+            {
+                "provider": "codes",
+                "text": "Your code is 4321",
+                "priority": "high",
+                "messages": [{"to": ro_numbers(1, start=500_000)[0]}],
+            },
+        )
+        code_status = stack.wait_for(code_id, timeout_s=60)
+        code_took_s = elapsed(submitted)
+        slow_status = stack.producer().status(slow_id)
+        slow_sent = stack.sandbox_get("/_sandbox/stats")["items"] - slow_sent_before - 1
+        client.close()
+    finally:
+        stack.stop()
+
+    print(
+        f"\none-time code on another account: completed {code_took_s:.2f} s after submission, "
+        f"while {deferred_at_submit} chunks of the saturated account were deferred "
+        f"({slow_sent} of them sent meanwhile; saturated job {slow_status.counts})"
+    )
+    assert code_status.counts["accepted"] == 1
+    assert code_took_s < 2.0
+    assert slow_status.state == "running"
