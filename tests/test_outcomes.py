@@ -206,14 +206,27 @@ def test_retry_delay_never_below_retry_after_never_above_the_cap(
 ) -> None:
     delay = retry_delay_s(attempt, base_s, max_s, retry_after_s, cap_s, random.Random(seed))
     assert 0 <= delay <= cap_s
-    assert delay <= max(min(max_s, base_s * 2 ** (attempt - 1)), retry_after_s or 0)
-    if retry_after_s is not None:
+    assert delay <= max_s  # a provider's Retry-After is honoured up to retry_max_s
+    honoured_s = None if retry_after_s is None else min(retry_after_s, max_s)
+    assert delay <= max(min(max_s, base_s * 2 ** (attempt - 1)), honoured_s or 0)
+    if honoured_s is not None:
         # Past the cap the countdown stops at the cap (under the visibility
         # timeout); the account's limiter blocks sending until Retry-After.
-        assert delay >= min(retry_after_s, cap_s)
+        assert delay >= min(honoured_s, cap_s)
     # The same draw without Retry-After: the provider's figure only ever lengthens it.
     plain = retry_delay_s(attempt, base_s, max_s, None, cap_s, random.Random(seed))
-    assert delay == min(max(plain, retry_after_s or 0), cap_s) or plain == cap_s
+    assert delay == min(max(plain, honoured_s or 0), cap_s) or plain == cap_s
+
+
+@pytest.mark.parametrize("retry_after_s", [1e12, float("inf"), 1e308])
+def test_a_retry_after_of_any_size_is_honoured_up_to_retry_max_s(retry_after_s: float) -> None:
+    delay = retry_delay_s(1, base_s=1, max_s=2, retry_after_s=retry_after_s, cap_s=100)
+    assert delay == 2
+
+
+def test_a_retry_after_that_is_not_a_number_is_ignored() -> None:
+    delay = retry_delay_s(1, 1, 2, float("nan"), 100, _Top())
+    assert delay == 1  # the backoff's own ceiling, as without Retry-After
 
 
 def test_jitter_spreads_over_the_whole_range() -> None:

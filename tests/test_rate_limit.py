@@ -17,6 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from worker.rate_limit import (
+    MAX_WAIT_S,
     MIN_FACTOR,
     RECOVERY_GROWTH,
     Decision,
@@ -414,5 +415,52 @@ def test_a_429_after_recovery_halves_the_recovered_factor(redis_url: str) -> Non
         assert await limiter.throttled(ACCOUNT, None) == pytest.approx(0.605 / 2)
         # And the recovery clock starts again from this 429.
         assert (await limiter.try_acquire(ACCOUNT, SLOW, 1)).factor == pytest.approx(0.3025)
+
+    run(redis_url, scenario)
+
+
+# --- hostile figures ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("retry_after_s", [1e12, float("inf"), 1e308])
+def test_a_retry_after_of_any_size_blocks_at_most_the_limiters_lifetime(
+    redis_url: str, retry_after_s: float
+) -> None:
+    """The adapters cap Retry-After at retry_max_s; the limiter holds on its
+    own too: no float that Lua prints as 1e+18 or inf reaches a wait."""
+
+    async def scenario(limiters: list[RateLimiter], client: aioredis.Redis) -> None:
+        (limiter,) = limiters
+        await limiter.throttled(ACCOUNT, retry_after_s)
+        refusal = await limiter.try_acquire(ACCOUNT, SLOW, 1)
+        assert not refusal.allowed
+        assert MAX_WAIT_S - 5 < refusal.wait_s <= MAX_WAIT_S
+        assert await limiter_field(client, "until") <= await server_now_s(client) + MAX_WAIT_S
+
+    run(redis_url, scenario)
+
+
+def test_a_retry_after_that_is_not_a_number_does_not_block(redis_url: str) -> None:
+    async def scenario(limiters: list[RateLimiter], client: aioredis.Redis) -> None:
+        (limiter,) = limiters
+        await limiter.throttled(ACCOUNT, float("nan"))
+        assert (await limiter.try_acquire(ACCOUNT, SLOW, 1)).allowed
+
+    run(redis_url, scenario)
+
+
+def test_a_wait_longer_than_the_limiters_lifetime_is_a_whole_number_capped(
+    redis_url: str,
+) -> None:
+    """One part in a billion seconds: the second part's wait is 10^15 µs,
+    which Lua's tostring writes as 1e+15."""
+    glacial = Limits(messages_per_second=1e-9, requests_per_second=1000, burst_s=1)
+
+    async def scenario(limiters: list[RateLimiter], client: aioredis.Redis) -> None:
+        (limiter,) = limiters
+        assert (await limiter.try_acquire(ACCOUNT, glacial, 1)).allowed
+        refusal = await limiter.try_acquire(ACCOUNT, glacial, 1)
+        assert not refusal.allowed
+        assert refusal.wait_s == MAX_WAIT_S
 
     run(redis_url, scenario)

@@ -17,16 +17,24 @@ worker and blocks it until ``Retry-After`` (429s within a second of a
 halving, as every worker sees the same burst of them, halve once; the floor
 is ``MIN_FACTOR``); the rate climbs back by 10 % of itself for each 10 s
 without throttling, computed lazily in the script.
+
+Waits are whole microseconds, never longer than `MAX_WAIT_S` (the limiter
+hash's lifetime), however large the figures: a ``Retry-After`` of ``1e12``
+or ``inf`` blocks the account at most that long (the adapters already cap
+it at ``retry_max_s``), and no float that Lua would print as ``1e+15`` or
+``inf`` reaches a caller.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
 from producer.keys import PREFIX
 
+MAX_WAIT_S = 3600  # the limiter hash's lifetime: no wait or block outlasts it
 MIN_FACTOR = 1 / 64
 RECOVERY_STEP_S = 10.0
 RECOVERY_GROWTH = 1.1
@@ -35,14 +43,19 @@ RECOVERY_GROWTH = 1.1
 # seconds), factor (effective share of the configured rates, as of
 # throttled_at), throttled_at (the last 429), halved_at, until (blocked until)
 # ARGV: parts per second, requests per second, burst_s, cost in parts,
-#       min factor, recovery step s, recovery growth
-# Returns {allowed 0|1, wait in microseconds (string), effective factor (string)}
+#       min factor, recovery step s, recovery growth, max wait s (the hash's TTL)
+# Returns {allowed 0|1, wait in whole microseconds (digits), effective factor (string)}
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local mps, rps = tonumber(ARGV[1]), tonumber(ARGV[2])
 local burst, cost = tonumber(ARGV[3]), tonumber(ARGV[4])
 local min_factor, step, growth = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local max_wait = tonumber(ARGV[8])
+-- %.0f, not tostring: tostring writes 10^15 as 1e+15.
+local function micros(wait)
+  return string.format('%.0f', math.ceil(math.min(wait, max_wait) * 1e6))
+end
 local h = redis.call('HMGET', KEYS[1], 'tat_m', 'tat_r', 'factor', 'throttled_at', 'until')
 local tat_m, tat_r = tonumber(h[1]) or now, tonumber(h[2]) or now
 local factor, throttled_at = tonumber(h[3]) or 1, tonumber(h[4]) or 0
@@ -53,7 +66,7 @@ if factor < 1 then
   if factor < min_factor then factor = min_factor end
 end
 if now < block_until then
-  return {0, tostring(math.ceil((block_until - now) * 1e6)), tostring(factor)}
+  return {0, micros(block_until - now), tostring(factor)}
 end
 local cost_m, cost_r = cost / (mps * factor), 1 / (rps * factor)
 -- How far each schedule would run ahead of now. Offsets, not absolute times:
@@ -67,17 +80,18 @@ local ahead_r = math.max(tat_r - now, 0) + cost_r
 local wait = math.max(ahead_m - math.max(burst, cost_m), ahead_r - math.max(burst, cost_r))
 -- Under a microsecond is below the precision of the stored schedules.
 if wait > 1e-6 then
-  return {0, tostring(math.ceil(wait * 1e6)), tostring(factor)}
+  return {0, micros(wait), tostring(factor)}
 end
 -- Microseconds: tostring keeps 14 digits, 100 µs at today's epoch, and a
 -- part at 50,000/s is 20 µs.
 redis.call('HSET', KEYS[1], 'tat_m', string.format('%.6f', now + ahead_m),
            'tat_r', string.format('%.6f', now + ahead_r))
-redis.call('EXPIRE', KEYS[1], 3600)
+redis.call('EXPIRE', KEYS[1], max_wait)
 return {1, '0', tostring(factor)}
 """
 
-# KEYS[1]: the limiter hash. ARGV: retry-after s, min factor, step s, growth.
+# KEYS[1]: the limiter hash. ARGV: retry-after s (0 to max wait, fixed-point),
+# min factor, step s, growth, max wait s (the hash's TTL).
 _THROTTLED = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
@@ -95,12 +109,13 @@ if now - halved_at >= 1 then
   factor = math.max(min_factor, factor / 2)
   halved_at = now
 end
-local retry_after = tonumber(ARGV[1])
+local max_wait = tonumber(ARGV[5])
+local retry_after = math.min(tonumber(ARGV[1]) or 0, max_wait)
 if now + retry_after > block_until then block_until = now + retry_after end
 redis.call('HSET', KEYS[1], 'factor', tostring(factor), 'throttled_at', string.format('%.6f', now),
            'halved_at', string.format('%.6f', halved_at),
            'until', string.format('%.6f', block_until))
-redis.call('EXPIRE', KEYS[1], 3600)
+redis.call('EXPIRE', KEYS[1], max_wait)
 return tostring(factor)
 """
 
@@ -141,14 +156,29 @@ class RateLimiter:
                 MIN_FACTOR,
                 RECOVERY_STEP_S,
                 RECOVERY_GROWTH,
+                MAX_WAIT_S,
             ],
         )
-        return Decision(bool(int(allowed)), int(wait_us) / 1e6, float(factor))
+        return Decision(bool(int(allowed)), min(int(wait_us) / 1e6, MAX_WAIT_S), float(factor))
 
     async def throttled(self, account: str, retry_after_s: float | None) -> float:
-        """The provider said 429: halve the account's rate for every worker."""
+        """The provider said 429: halve the account's rate for every worker and
+        block it for ``retry_after_s`` (at most `MAX_WAIT_S`; nan is none)."""
         factor = await self._throttled(
             keys=[limiter_key(account)],
-            args=[retry_after_s or 0, MIN_FACTOR, RECOVERY_STEP_S, RECOVERY_GROWTH],
+            args=[
+                f"{block_s(retry_after_s):.6f}",
+                MIN_FACTOR,
+                RECOVERY_STEP_S,
+                RECOVERY_GROWTH,
+                MAX_WAIT_S,
+            ],
         )
         return float(factor)
+
+
+def block_s(retry_after_s: float | None) -> float:
+    """A Retry-After as the limiter's block: 0 to `MAX_WAIT_S`, never nan or inf."""
+    if retry_after_s is None or math.isnan(retry_after_s):
+        return 0.0
+    return min(max(retry_after_s, 0.0), MAX_WAIT_S)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 
@@ -19,9 +20,11 @@ def retry_delay_s(
     cap_s: float,
     rng: random.Random | None = None,
 ) -> float:
-    """The backoff, never shorter than the provider's Retry-After, never
-    longer than ``cap_s`` (kept under the broker's visibility timeout)."""
+    """The backoff, never shorter than the provider's Retry-After honoured up
+    to ``max_s`` (the account's retry_max_s: a provider cannot park a job with
+    ``Retry-After: 1e12``), never longer than ``cap_s`` (kept under the
+    broker's visibility timeout). A Retry-After that is not a number is none."""
     delay = backoff_s(attempt, base_s, max_s, rng)
-    if retry_after_s is not None:
-        delay = max(delay, retry_after_s)
+    if retry_after_s is not None and not math.isnan(retry_after_s):
+        delay = max(delay, min(retry_after_s, max_s))
     return min(delay, cap_s)

@@ -34,6 +34,31 @@ T = TypeVar("T")
 
 CONNECT_TIMEOUT_S = 10.0
 CONNECTIONS_PER_HOST = 32
+# Never send on a connection idle longer than this: aiohttp keeps them 15 s,
+# and servers close idle ones sooner (Node and Apache after 5 s, gunicorn 2 s),
+# which turns a request written onto such a connection into a lost answer.
+# The adapters also refuse a connection whose close is waiting unread
+# (providers/base.py), for servers quicker still.
+IDLE_CONNECTION_S = 1.5
+
+
+def new_session(timeout_s: float) -> aiohttp.ClientSession:
+    """The session a worker process sends every provider request through.
+
+    Call it inside the loop it is for: aiohttp binds a session to the running loop.
+    """
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(
+            total=timeout_s, sock_connect=min(CONNECT_TIMEOUT_S, timeout_s)
+        ),
+        connector=aiohttp.TCPConnector(
+            limit_per_host=CONNECTIONS_PER_HOST, keepalive_timeout=IDLE_CONNECTION_S
+        ),
+    )
+
+
+async def _new_session(timeout_s: float) -> aiohttp.ClientSession:
+    return new_session(timeout_s)
 
 
 class Runtime:
@@ -52,20 +77,10 @@ class Runtime:
         self.limiter = RateLimiter(self.redis)
         self.timing = Timing.from_recovery(config.settings.recovery_s)
         self._adapters: dict[str, Adapter] = {}
-        self.session = self.run(self._new_session(self.timing.request_timeout_s))
+        self.session = self.run(_new_session(self.timing.request_timeout_s))
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coroutine)
-
-    @staticmethod
-    async def _new_session(timeout_s: float) -> aiohttp.ClientSession:
-        # aiohttp binds a session to the running loop: create it inside ours.
-        return aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(
-                total=timeout_s, sock_connect=min(CONNECT_TIMEOUT_S, timeout_s)
-            ),
-            connector=aiohttp.TCPConnector(limit_per_host=CONNECTIONS_PER_HOST),
-        )
 
     def adapter(self, account: Account) -> Adapter:
         adapter = self._adapters.get(account.name)

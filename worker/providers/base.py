@@ -7,22 +7,45 @@ every API and lives here (INTERFACE.md, "Failure semantics"): the HTTP status
 decides before the body, a connection never made is safe to retry, a
 request whose answer was lost may have been delivered. Everything a
 provider's body means is decided in that provider's module.
+
+A provider is not trusted to be sane: its answer is read up to
+`MAX_ANSWER_BYTES`, a body that is larger, not UTF-8, nested deeper than the
+parser goes or that its adapter cannot read is a malformed answer of that
+request (the failure semantics table then decides), its ``Retry-After`` is
+honoured up to the account's ``retry_max_s``, and every text it gives is
+cut to `MAX_TEXT_CHARS` of valid Unicode before it reaches an outcome.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
+import re
+import select
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any, ClassVar
+from urllib.parse import urlencode
 
 import aiohttp
+from aiohttp.abc import AbstractStreamWriter
 
 from worker.config import Account, NumberFormat
+
+MAX_ANSWER_BYTES = 16 * 1024 * 1024  # a provider's answer is read up to this
+MAX_TEXT_CHARS = 1000  # of a provider's id, cost, code or error kept in an outcome
+# Sends of one request, at once, when each connection offered turns out closed
+# by the provider before a byte was written (a server restart closes them all).
+SEND_TRIES = 3
+_READ_CHUNK_BYTES = 64 * 1024
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Verdict(StrEnum):
@@ -101,19 +124,40 @@ def all_of(
 
 
 def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` in seconds from now: delay-seconds or an HTTP date.
+
+    Whatever its size (``inf`` included): the adapter caps it at the
+    account's ``retry_max_s``. None when absent or not a time (``nan``).
+    """
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        return None  # an HTTP date: rare for APIs; our own backoff applies
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = (moment - datetime.now(UTC)).total_seconds()
+    return None if math.isnan(seconds) else max(0.0, seconds)
+
+
+def _loads(body: bytes, **options: Any) -> Any:
+    """JSON from a provider: UTF-8 only (RFC 8259), a BOM tolerated."""
+    try:
+        return json.loads(body.decode("utf-8-sig"), **options)
+    except UnicodeDecodeError:
+        raise MalformedResponse("the answer is not UTF-8") from None
+    except RecursionError:
+        raise MalformedResponse("the answer is nested too deeply") from None
+    except ValueError:
+        raise MalformedResponse("the answer is not JSON") from None
 
 
 def decode_json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise MalformedResponse("the answer is not JSON") from None
+    return _loads(body)
 
 
 def basic_auth(user: str, password: str) -> str:
@@ -126,10 +170,7 @@ def basic_auth(user: str, password: str) -> str:
 
 def decode_json_exact(body: bytes) -> Any:
     """Like `decode_json`, with JSON numbers that have a fraction read as Decimal."""
-    try:
-        return json.loads(body, parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError):
-        raise MalformedResponse("the answer is not JSON") from None
+    return _loads(body, parse_float=Decimal)
 
 
 def decimal_text(value: object) -> str | None:
@@ -189,6 +230,106 @@ def distinct_batches(
         if len(batch) >= batch_size or parts[0] >= max_parts:
             del candidates[position]
     return batches
+
+
+def storable(text: str | None) -> str | None:
+    """A provider's text as an outcome can hold it: at most `MAX_TEXT_CHARS`,
+    valid Unicode (a JSON escape may name a lone surrogate, which UTF-8, and so
+    Redis, cannot hold: it becomes U+FFFD)."""
+    if text is None:
+        return None
+    text = text[:MAX_TEXT_CHARS]
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def _storable_result(result: RecipientResult) -> RecipientResult:
+    result.provider_message_id = storable(result.provider_message_id)
+    result.cost = storable(result.cost)
+    result.currency = storable(result.currency)
+    result.error_code = storable(result.error_code)
+    result.error = storable(result.error)
+    return result
+
+
+# Connections that have carried a request: only those can have been closed
+# by the provider while idle in the pool.
+_USED_CONNECTIONS: weakref.WeakSet[object] = weakref.WeakSet()
+
+
+def _closed_by_peer(transport: Any) -> bool:
+    """Whether the provider spoke on an idle connection before our request:
+    its close (FIN or RST, or a last word such as a 408) waits unread, since a
+    worker's loop runs only during a task. HTTP/1.1 servers never speak first."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or not hasattr(select, "poll"):
+        return False
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
+class _Body(aiohttp.BytesPayload):
+    """A request's body that knows whether any byte of the request was written.
+
+    aiohttp writes the headers with the body's first write (3.12+), so until
+    `write_with_length` hands bytes to the transport nothing of the request
+    has left: a failure before that is "could not connect", whatever
+    exception aiohttp raises for it (a reused connection closed by the
+    provider surfaces as ``ServerDisconnectedError``, as a lost answer does).
+    """
+
+    def __init__(self, request: HttpRequest) -> None:
+        if request.form is not None:
+            data = urlencode(request.form).encode()
+            content_type = "application/x-www-form-urlencoded"
+        else:
+            data, content_type = json.dumps(request.json).encode(), "application/json"
+        super().__init__(data, content_type=content_type)
+        self.handed_over = False  # bytes of the request may have left
+        self.closed_connection = False  # refused: the provider had closed the connection
+
+    def _hand_over(self, writer: AbstractStreamWriter) -> None:
+        if self.handed_over:
+            return
+        protocol = getattr(writer, "protocol", None)
+        transport = getattr(writer, "transport", None)
+        if writer.output_size == 0 and (  # nothing of this request written yet
+            transport is None
+            or transport.is_closing()
+            or (protocol in _USED_CONNECTIONS and _closed_by_peer(transport))
+        ):
+            self.closed_connection = True
+            raise aiohttp.ClientConnectionResetError("closed by the provider before our request")
+        # No await from here to the transport's write: nothing can come between.
+        self.handed_over = True
+        if protocol is not None:
+            _USED_CONNECTIONS.add(protocol)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        self._hand_over(writer)
+        await super().write(writer)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        self._hand_over(writer)
+        await super().write_with_length(writer, content_length)
+
+
+async def _read_answer(response: aiohttp.ClientResponse) -> bytes | None:
+    """The body, or None past `MAX_ANSWER_BYTES` (read no further)."""
+    if (response.content_length or 0) > MAX_ANSWER_BYTES:
+        return None
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(_READ_CHUNK_BYTES):
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            return None
+    return bytes(body)
 
 
 class Adapter(ABC):
@@ -273,45 +414,74 @@ class Adapter(ABC):
         self, session: aiohttp.ClientSession, batch: Sequence[Recipient], job: JobContext
     ) -> SendResult:
         request = self.build_request(batch, job)
-        try:
-            async with session.post(
-                self.url(request.path),
-                json=request.json,
-                data=request.form,
-                headers=request.headers,
-                auth=request.auth,
-            ) as response:
-                status = response.status
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                body = await response.read()
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
-            # The connection was never made: nothing reached the provider.
-            return SendResult(all_of(batch, Verdict.RETRY, "connect", type(error).__name__))
-        except (TimeoutError, aiohttp.ClientError) as error:
-            # Sent, or partly sent, and the answer was lost.
-            name = type(error).__name__
-            return SendResult(all_of(batch, Verdict.UNCERTAIN, "no-answer", f"answer lost: {name}"))
-        return self.classify(batch, status, retry_after, body)
+        for _ in range(SEND_TRIES):
+            body = _Body(request)
+            try:
+                async with session.post(
+                    self.url(request.path), data=body, headers=request.headers, auth=request.auth
+                ) as response:
+                    status = response.status
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    answer = await _read_answer(response)
+            except (TimeoutError, aiohttp.ClientError) as error:
+                if body.closed_connection:
+                    continue  # nothing was written: at once, on another connection
+                name = type(error).__name__
+                if not body.handed_over:
+                    # Not a byte of the request was written: nothing reached the provider.
+                    return SendResult(all_of(batch, Verdict.RETRY, "connect", name))
+                # Sent, or partly sent, and the answer was lost.
+                return SendResult(
+                    all_of(batch, Verdict.UNCERTAIN, "no-answer", f"answer lost: {name}")
+                )
+            return self.classify(batch, status, retry_after, answer)
+        reason = "the provider closed every connection before the request was written"
+        return SendResult(all_of(batch, Verdict.RETRY, "connect", reason))
 
     def classify(
-        self, batch: Sequence[Recipient], status: int, retry_after_s: float | None, body: bytes
+        self,
+        batch: Sequence[Recipient],
+        status: int,
+        retry_after_s: float | None,
+        body: bytes | None,
+    ) -> SendResult:
+        """The answer's meaning; ``body`` None: larger than `MAX_ANSWER_BYTES`."""
+        result = self._classify(batch, status, retry_after_s, body)
+        result.results = [_storable_result(r) for r in result.results]
+        return result
+
+    def _classify(
+        self,
+        batch: Sequence[Recipient],
+        status: int,
+        retry_after_s: float | None,
+        body: bytes | None,
     ) -> SendResult:
         if status == 429 or status >= 500:
             # The HTTP status decides, whatever the body says.
+            if retry_after_s is not None:
+                retry_after_s = min(retry_after_s, self.account.retry_max_s)
             return SendResult(
                 all_of(batch, Verdict.RETRY, str(status), f"provider answered HTTP {status}"),
                 http_status=status,
                 retry_after_s=retry_after_s,
                 throttled=status == 429,
             )
+        if 400 <= status < 500:
+            try:
+                return self.parse_client_error(batch, status, body or b"")
+            except Exception:  # an unreadable refusal is still a refusal
+                return Adapter.parse_client_error(self, batch, status, b"")
         try:
-            if 400 <= status < 500:
-                return self.parse_client_error(batch, status, body)
+            if body is None:
+                raise MalformedResponse(f"the answer is over {MAX_ANSWER_BYTES >> 20} MiB")
             parsed = self.parse_response(batch, status, body)
         except MalformedResponse as error:
-            return SendResult(
-                all_of(batch, Verdict.UNCERTAIN, str(status), str(error)), http_status=status
-            )
+            return self._malformed(batch, status, str(error))
+        except RecursionError:
+            return self._malformed(batch, status, "the answer is nested too deeply")
+        except Exception as error:  # whatever the provider sent, the pass goes on
+            return self._malformed(batch, status, f"unreadable answer ({type(error).__name__})")
         if isinstance(parsed, SendResult):
             parsed.http_status = status
             return parsed
@@ -319,3 +489,8 @@ class Adapter(ABC):
             Verdict.UNCERTAIN, error_code=str(status), error="missing from the provider's answer"
         )
         return SendResult([parsed.get(i, missing) for i in range(len(batch))], http_status=status)
+
+    @staticmethod
+    def _malformed(batch: Sequence[Recipient], status: int, reason: str) -> SendResult:
+        """An answer we cannot read: each recipient may or may not have been taken."""
+        return SendResult(all_of(batch, Verdict.UNCERTAIN, str(status), reason), http_status=status)
