@@ -19,6 +19,7 @@ from redis.retry import Retry
 from producer import control, keys
 from producer.accounts import AccountInfo, load_accounts
 from producer.control import JobStateConflict
+from producer.destinations import load_policy
 from producer.job import Job, JobStatus, Outcome
 from producer.store import iter_outcomes, job_spec, read_status
 from producer.submission import store_job
@@ -109,7 +110,7 @@ class Producer:
         Once the job is stored, its id is returned even if publishing its plan
         task fails (logged as a warning): the workers' watchdog plans it.
         """
-        check, messages = open_job(job, self.accounts())
+        check, messages = open_job(job, self.accounts(), load_policy(self._config_path))
         job_id = check.job_id or uuid.uuid4().hex
         spec = store_job(self.redis, check, messages, job_id)
         try:

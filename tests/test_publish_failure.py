@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from producer import JobExists, Producer, keys
-from producer.api import create_app
-from tests.test_api import TOKEN, ApiServer
+from tests.test_api import ApiServer, api  # noqa: F401 - the fixture
 from worker.cli import main
 
 PRODUCER_LOGGER = "smsbulk.producer"
@@ -105,17 +103,8 @@ def test_smsbulk_submit_prints_the_job_id_and_exits_0_when_the_publish_fails(
     assert warned(caplog, job_id)
 
 
-@pytest.fixture
-def api(redis_url: str, config_file: Path) -> Iterator[ApiServer]:
-    server = ApiServer(create_app(TOKEN, redis_url))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def test_http_submit_is_202_with_the_job_id_when_the_publish_fails(
-    api: ApiServer,
+    api: ApiServer,  # noqa: F811 - the fixture imported from test_api
     redis_client: redis.Redis,
     publish_fails: list[str],
     caplog: pytest.LogCaptureFixture,

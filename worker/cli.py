@@ -172,11 +172,12 @@ def cmd_optout(args: argparse.Namespace, producer: Producer) -> int:
 
 
 def cmd_estimate(args: argparse.Namespace, producer: Producer) -> int:
+    from producer.destinations import load_policy
     from producer.estimate import estimate
     from producer.validation import validate_job
 
     accounts = producer.accounts()
-    job = validate_job(_read_json(args.file), accounts)
+    job = validate_job(_read_json(args.file), accounts, load_policy())
     _print_json(estimate(job, accounts[job.provider]).model_dump(mode="json"))
     return 0
 

@@ -18,6 +18,7 @@ from celery import Task
 from producer import keys
 from producer.accounts import load_accounts
 from producer.client import connect, enqueue_plan_if_due, queue_for, redis_url_from_env
+from producer.destinations import load_policy
 from producer.job import JOB_ID_FORM, JobExists, JobRefused, is_job_id
 from producer.store import job_spec, now_s, read_status
 from producer.submission import store_job
@@ -94,7 +95,7 @@ def submit_job(self: Task, job: dict[str, Any]) -> dict[str, Any]:
         return {"error": "invalid job", "errors": [{"field": "messages", "msg": error}]}
     priority: str
     try:
-        check, messages = open_job(job, load_accounts(client))
+        check, messages = open_job(job, load_accounts(client), load_policy())
         if check.job_id is None and not is_job_id(task_id):
             # Keys are built from the job id: `acc-q-evil:m:0` would be another job's block.
             log.warning("job_refused_task_id")
