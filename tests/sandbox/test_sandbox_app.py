@@ -16,6 +16,7 @@ from worker.sandbox.app import (
     SANDBOX_API_KEY,
     SANDBOX_PARTNER_ID,
     SANDBOX_SHORTCODE,
+    STATE,
     SandboxSettings,
 )
 
@@ -60,6 +61,39 @@ def test_throttle_rate_1_answers_429_with_retry_after(sandbox, probe):
         assert stats["items"] == 0
 
     sandbox(scenario, SandboxSettings(throttle_rate=1.0))
+
+
+def test_throttle_next_answers_that_many_429s_with_the_retry_after_given(sandbox, probe):
+    async def scenario(client: Client) -> None:
+        settings = {"throttle_next": 2, "retry_after": "1e12"}
+        assert (await client.post("/_sandbox/settings", json=settings)).status == 200
+        statuses = []
+        for _ in range(3):
+            response = await client.post(PATH, json=bulk("254700000001"))
+            statuses.append((response.status, response.headers.get("Retry-After")))
+        assert statuses == [(429, "1e12"), (429, "1e12"), (200, None)]
+        stats = await probe.stats(client)
+        assert stats["requests"] == 3 and stats["processed_requests"] == 1
+        knobs = await (await client.get("/_sandbox/settings")).json()
+        assert knobs["throttle_next"] == 0
+
+    sandbox(scenario)
+
+
+def test_idle_close_s_closes_a_connection_left_idle_not_one_in_use(sandbox, probe):
+    async def scenario(client: Client) -> None:
+        # One kept-alive connection (the test client's pool) carries all three.
+        for _ in range(3):
+            assert (await client.post(PATH, json=bulk("254700000001"))).status == 200
+        state = client.app[STATE]  # read in place: an inspection request would keep it busy
+        deadline = time.monotonic() + 10
+        while state.idle_closed == 0:
+            assert time.monotonic() < deadline, "the idle connection was never closed"
+            await asyncio.sleep(0.05)
+        assert state.idle_closed == 1 and not state.idle_closes
+        assert (await probe.stats(client))["idle_closed"] == 1
+
+    sandbox(scenario, SandboxSettings(idle_close_s=0.3))
 
 
 def test_timeout_rate_records_the_send_but_never_answers_in_time(sandbox, probe):
@@ -147,6 +181,12 @@ def test_settings_change_knobs_at_run_time(sandbox):
         {"latency_ms": -1},
         {"seed": 1.5},
         {"max_batch_items": 0},
+        {"throttle_next": -1},
+        {"throttle_next": 1.0},
+        {"retry_after": ""},
+        {"retry_after": 5},
+        {"retry_after": "1\r\nSet-Cookie: x"},
+        {"idle_close_s": -1},
         {"credentials": {}},
         {"nonsense": 1},
         [],
@@ -168,6 +208,9 @@ def test_invalid_settings_are_refused_and_change_nothing(sandbox, body):
             "hang_s": 30.0,
             "seed": None,
             "max_batch_items": 1000,
+            "throttle_next": 0,
+            "retry_after": "1",
+            "idle_close_s": 0.0,
         }
 
     sandbox(scenario)

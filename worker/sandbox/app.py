@@ -7,7 +7,11 @@ a hang of `hang_s` after processing (`timeout_rate`), a 200 non-JSON body
 after processing (`malformed_rate`) or a 200 JSON body nested
 `DEEP_BODY_DEPTH` deep after processing (`deep_rate`, counted as
 `deep_answers` in the stats: Python's json raises RecursionError on it).
-`latency_ms` delays every answer.
+`latency_ms` delays every answer. Before the draw, `throttle_next` > 0
+answers 429 and counts itself down; every injected 429 carries
+`Retry-After: <retry_after>`. With `idle_close_s` > 0 a connection that
+carries no new provider request for that long after an answer is closed
+(counted as `idle_closed`), as servers close kept-alive connections.
 
 Inspection, no auth: `GET /_sandbox/stats`, `GET /_sandbox/sent?kind=K` (JSON
 Lines), `GET /_sandbox/rate?kind=K`, `GET|POST /_sandbox/settings`,
@@ -87,15 +91,21 @@ async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
     if kind is None:
         return await handler(request)
     knobs = state.settings
+    _keep_open(state, request)
     state.requests += 1
     state.requests_per_s[(kind, int(time.time()))] += 1
-    roll = state.rng.random()
+    forced_429 = knobs.throttle_next > 0
+    if forced_429:
+        knobs.throttle_next -= 1
+    roll = 1.0 if forced_429 else state.rng.random()
     response: web.StreamResponse
     if roll < knobs.fail_rate:
         response = web.Response(status=500, text="sandbox: injected server error")
-    elif roll < knobs.fail_rate + knobs.throttle_rate:
+    elif forced_429 or roll < knobs.fail_rate + knobs.throttle_rate:
         response = web.Response(
-            status=429, text="sandbox: injected throttling", headers={"Retry-After": "1"}
+            status=429,
+            text="sandbox: injected throttling",
+            headers={"Retry-After": knobs.retry_after},
         )
     else:
         state.processed_requests += 1
@@ -111,7 +121,29 @@ async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
             response = web.Response(status=200, text=_DEEP_BODY, content_type="application/json")
     if knobs.latency_ms > 0:
         await asyncio.sleep(knobs.latency_ms / 1000)
+    _close_when_idle(state, request)
     return response
+
+
+def _keep_open(state: SandboxState, request: web.Request) -> None:
+    """A request on a connection: it is no longer idle."""
+    pending = state.idle_closes.pop(request.transport, None) if request.transport else None
+    if pending is not None:
+        pending.cancel()
+
+
+def _close_when_idle(state: SandboxState, request: web.Request) -> None:
+    transport = request.transport
+    delay_s = state.settings.idle_close_s
+    if transport is None or delay_s <= 0:
+        return
+
+    def close() -> None:
+        if state.idle_closes.pop(transport, None) is not None and not transport.is_closing():
+            state.idle_closed += 1
+            transport.close()
+
+    state.idle_closes[transport] = asyncio.get_running_loop().call_later(delay_s, close)
 
 
 # --- inspection -----------------------------------------------------------------

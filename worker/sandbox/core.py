@@ -59,6 +59,14 @@ class SandboxSettings:
     # Recipients per request for the APIs whose documents state no limit
     # (GoSMS batch, uSpeedo, VoIP); SendBulk's 1000 is documented and fixed.
     max_batch_items: int = 1000
+    # The next `throttle_next` provider requests are answered 429, before any
+    # draw; every injected 429 says `Retry-After: <retry_after>` (any text:
+    # "1e12", "inf" and HTTP dates are what hostile providers send).
+    throttle_next: int = 0
+    retry_after: str = "1"
+    # Close a connection left idle this long after an answer (0: never), as
+    # servers close kept-alive connections (Node and Apache 5 s, gunicorn 2 s).
+    idle_close_s: float = 0.0
     credentials: SandboxCredentials = field(default_factory=SandboxCredentials)
 
     def __post_init__(self) -> None:
@@ -77,6 +85,11 @@ def check_knob(name: str, value: object) -> None:
         ok = value is None or type(value) is int
     elif name == "max_batch_items":
         ok = type(value) is int and value >= 1
+    elif name == "throttle_next":
+        ok = type(value) is int and value >= 0
+    elif name == "retry_after":  # a header value: printable ASCII, one line
+        ok = isinstance(value, str) and 0 < len(value) <= 64
+        ok = ok and isinstance(value, str) and value.isascii() and value.isprintable()
     elif isinstance(value, bool) or not isinstance(value, int | float):
         ok = False
     else:
@@ -99,6 +112,8 @@ class SandboxState:
         self.rng = random.Random(settings.seed)
         self.route_kinds: dict[str, str] = {}
         self.stopping = asyncio.Event()  # set on shutdown, to end injected hangs
+        # Pending closes of idle connections (`idle_close_s`), by transport.
+        self.idle_closes: dict[asyncio.BaseTransport, asyncio.TimerHandle] = {}
         self._id_prefix = random.SystemRandom().getrandbits(64)
         self._seq = 0  # never reset, so ids stay unique for the app's life
         self.reset()
@@ -113,6 +128,7 @@ class SandboxState:
         self.notices = 0
         self.last_notice: str | None = None
         self.deep_answers = 0
+        self.idle_closed = 0
         self.by_kind: Counter[str] = Counter()
         self.items_per_s: Counter[tuple[str, int]] = Counter()
         self.requests_per_s: Counter[tuple[str, int]] = Counter()
@@ -176,6 +192,7 @@ class SandboxState:
             "notices": self.notices,
             "last_notice": self.last_notice,
             "deep_answers": self.deep_answers,
+            "idle_closed": self.idle_closed,
         }
 
 
