@@ -18,12 +18,14 @@ from pydantic import TypeAdapter, ValidationError
 
 from producer import keys
 from producer.accounts import AccountInfo
+from producer.destinations import CallbackPolicy, DestinationRefused
 from producer.job import Job, JobRefused, JobSpec, Loc, Message, error_records, refusal_from
 
 MAX_ERRORS = 20  # a refusal names at most this many; validation stops there
 NO_TEXT = "no text: give the message a text or the job a default"
 
 JobInput = Job | dict[str, Any] | str | bytes
+STRICT = CallbackPolicy()  # no [settings]: https to public addresses only
 
 _MESSAGES = TypeAdapter(list[Message])
 # Job.messages' own rule (a minimum length), checked for a stream of n messages
@@ -105,9 +107,11 @@ class JobCheck:
         return self.spec
 
 
-def open_job(job: JobInput, accounts: Mapping[str, AccountInfo]) -> tuple[JobCheck, Iterable[Any]]:
-    """A job's settings checked, against its account too; its messages are
-    returned unread, for ``JobCheck.blocks``.
+def open_job(
+    job: JobInput, accounts: Mapping[str, AccountInfo], callbacks: CallbackPolicy = STRICT
+) -> tuple[JobCheck, Iterable[Any]]:
+    """A job's settings checked, against its account and the ``callbacks``
+    policy too; its messages are returned unread, for ``JobCheck.blocks``.
 
     Raises JobRefused at once only if the input is not a JSON object; every
     other error is kept in the check, so one refusal names them all.
@@ -128,7 +132,18 @@ def open_job(job: JobInput, accounts: Mapping[str, AccountInfo]) -> tuple[JobChe
     account = accounts.get(spec.provider) if spec is not None else None
     if spec is not None:
         errors += _account_errors(spec, account, accounts)
+        errors += _callback_errors(spec, callbacks)
     return JobCheck(spec, account, errors), messages
+
+
+def _callback_errors(spec: JobSpec, callbacks: CallbackPolicy) -> list[dict[str, Any]]:
+    if spec.callback_url is None:
+        return []
+    try:
+        callbacks.check_url(spec.callback_url)
+    except DestinationRefused as refused:
+        return [_error("callback_url", str(refused))]
+    return []
 
 
 def _json_object(job: dict[str, Any] | str | bytes) -> dict[str, Any]:
@@ -176,13 +191,15 @@ def _account_errors(
     return errors
 
 
-def validate_job(job: JobInput, accounts: Mapping[str, AccountInfo]) -> Job:
+def validate_job(
+    job: JobInput, accounts: Mapping[str, AccountInfo], callbacks: CallbackPolicy = STRICT
+) -> Job:
     """The whole job, checked as a submission checks it; raises JobRefused.
 
     For ``estimate``, which needs every message at once: submission streams
     through the same ``JobCheck`` instead.
     """
-    check, messages = open_job(job, accounts)
+    check, messages = open_job(job, accounts, callbacks)
     validated = [message for block in check.blocks(messages) for message in block]
     spec = check.accepted()
     if isinstance(job, Job):

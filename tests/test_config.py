@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from producer.accounts import ConfigError, accounts_from_config, read_config_file
+from producer.destinations import CallbackPolicy, load_policy
+from worker.callbacks import policy_of
 from worker.config import load_config
 
 GOOD = """
@@ -59,6 +61,11 @@ def test_credentials_come_from_the_environment(
         (lambda t: t + "messages_per_second = -1\n", "providers.bulk.messages_per_second"),
         (lambda t: t + "colour = 'red'\n", "providers.bulk.colour"),
         (lambda t: t + "[settings]\nrecovery_s = 'soon'\n", "settings.recovery_s"),
+        (lambda t: t + "[settings]\ncallback_allow_http = 'yes'\n", "settings.callback_allow_http"),
+        (
+            lambda t: t + "[settings]\ncallback_allow_private = 1\n",
+            "settings.callback_allow_private",
+        ),
         (lambda t: t.replace("${KEY}", "${NOT_SET_ANYWHERE}"), "NOT_SET_ANYWHERE"),
         (lambda t: "[providers]\n", "providers"),
         (lambda t: t + "oops = [", "not valid TOML"),
@@ -84,3 +91,24 @@ def test_producers_read_names_and_kinds_without_resolving_credentials(tmp_path: 
     path.write_text(GOOD.replace("${KEY}", "${NEVER_SET}"))
     accounts = accounts_from_config(read_config_file(path))
     assert accounts["bulk"].kind == "sendbulk"
+
+
+def test_callback_settings_are_read_by_workers_and_producers_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PARTNER", "p")
+    monkeypatch.setenv("KEY", "k")
+    path = tmp_path / "providers.toml"
+    path.write_text(GOOD)
+    assert load_policy(str(path)) == CallbackPolicy()  # https to public addresses only
+    assert policy_of(load_config(str(path)).settings) == CallbackPolicy()
+    path.write_text(
+        GOOD + "[settings]\ncallback_allow_private = true\ncallback_allow_http = true\n"
+    )
+    assert load_policy(str(path)) == CallbackPolicy(allow_private=True, allow_http=True)
+    assert policy_of(load_config(str(path)).settings) == load_policy(str(path))
+    path.write_text(GOOD + "[settings]\ncallback_allow_http = 'yes'\n")
+    with pytest.raises(ConfigError, match=r"settings\.callback_allow_http"):
+        load_policy(str(path))
+    monkeypatch.delenv("SMSBULK_CONFIG", raising=False)
+    assert load_policy() == CallbackPolicy()  # no file: the strict default

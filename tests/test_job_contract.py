@@ -11,6 +11,7 @@ import redis
 
 from producer import JobExists, JobRefused, Producer, keys
 from producer.accounts import AccountInfo
+from producer.destinations import CallbackPolicy
 from producer.validation import validate_job
 
 ACCOUNTS = {
@@ -162,3 +163,66 @@ def test_input_limits_accept_their_bounds() -> None:
     )
     assert accepted.validity_minutes == 43200
     assert validate_job(job(validity_minutes=1), ACCOUNTS).validity_minutes == 1
+
+
+STRICT = CallbackPolicy()
+HTTP = CallbackPolicy(allow_http=True)
+PRIVATE = CallbackPolicy(allow_private=True)
+
+
+@pytest.mark.parametrize(
+    ("url", "policy"),
+    [
+        ("http://127.0.0.1:9/x", STRICT),
+        ("https://169.254.169.254/latest/meta-data/", STRICT),
+        ("https://10.1.2.3/hook", STRICT),
+        ("https://192.168.1.1/hook", STRICT),
+        ("https://127.0.0.1/hook", STRICT),
+        ("https://[::1]/hook", STRICT),
+        ("https://[::ffff:127.0.0.1]/hook", STRICT),
+        ("https://[fe80::1]/hook", STRICT),
+        ("https://0.0.0.0/hook", STRICT),
+        ("https://localhost:5555/api/task", STRICT),  # Flower's API
+        ("http://example.com/hook", STRICT),
+        ("http://example.com/hook", HTTP),  # http only to a loopback address
+        ("http://10.1.2.3/hook", HTTP),
+        ("https://10.1.2.3/hook", HTTP),
+        ("http://127.0.0.1:9/x", PRIVATE),  # http needs callback_allow_http
+        ("ftp://example.com/x", PRIVATE),
+        ("https:///no-host", STRICT),
+        ("https://example.com:99999/x", STRICT),
+        ("not a url", STRICT),
+    ],
+)
+def test_callback_url_is_refused_at_submission(url: str, policy: CallbackPolicy) -> None:
+    with pytest.raises(JobRefused) as info:
+        validate_job(job(callback_url=url), ACCOUNTS, policy)
+    assert [error["field"] for error in info.value.errors] == ["callback_url"]
+
+
+@pytest.mark.parametrize(
+    ("url", "policy"),
+    [
+        ("https://example.com/hook", STRICT),  # a name: its addresses are checked when sent
+        ("https://93.184.216.34/hook", STRICT),
+        ("http://127.0.0.1:9/x", HTTP),
+        ("https://127.0.0.1/x", HTTP),
+        ("http://[::1]:8080/x", HTTP),
+        ("https://10.1.2.3/hook", PRIVATE),
+        ("https://169.254.169.254/x", PRIVATE),
+    ],
+)
+def test_callback_url_accepted_at_submission(url: str, policy: CallbackPolicy) -> None:
+    assert validate_job(job(callback_url=url), ACCOUNTS, policy).callback_url == url
+
+
+def test_producer_submit_follows_the_configs_callback_settings(
+    redis_client: redis.Redis, redis_url: str, config_file: Path
+) -> None:
+    producer = Producer(redis_url)
+    with pytest.raises(JobRefused):
+        producer.submit(job(callback_url="http://127.0.0.1:9/x"))
+    assert redis_client.dbsize() == 0
+    config_file.write_text(config_file.read_text() + "\n[settings]\ncallback_allow_http = true\n")
+    assert producer.submit(job(job_id="cb", callback_url="http://127.0.0.1:9/x")) == "cb"
+    producer.close()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from producer.accounts import ConfigError, read_config_file
 from producer.job import field_path
@@ -50,6 +50,9 @@ class SettingsTable(BaseModel):
     recovery_s: float = Field(default=300, ge=10)
     retention_days: float = Field(default=7, gt=0)
     api_max_body_mb: float = Field(default=64, gt=0)
+    # Where job callbacks may go (producer.destinations): read by producers too.
+    callback_allow_private: StrictBool = False
+    callback_allow_http: StrictBool = False
 
 
 @dataclass(frozen=True)

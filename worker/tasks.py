@@ -305,8 +305,12 @@ def send_callback(self: Task, job_id: str) -> None:
         log.error("callback_not_sent", job_id=job_id, reason=f"{callbacks.SECRET_ENV} is not set")
         return
     body = status.model_dump_json().encode()
+    policy = callbacks.policy_of(runtime.config.settings)
     try:
-        runtime.run(callbacks.post_callback(runtime.session, spec["callback_url"], body, secret))
+        runtime.run(callbacks.post_callback(spec["callback_url"], body, secret, policy))
+    except callbacks.CallbackRefused as error:
+        log.error("callback_refused", job_id=job_id, error=str(error))  # never retried
+        return
     except callbacks.CallbackFailed as error:
         log.warning(
             "callback_failed", job_id=job_id, attempt=self.request.retries + 1, error=str(error)

@@ -61,6 +61,8 @@ def stack(valkey: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         tmp_path_factory.mktemp("job-control"),
         workers=0,  # started once the callback secret is in their environment
         accounts={"slow": SLOW, "flaky": FLAKY},
+        # The callback receiver is http on 127.0.0.1 (INTERFACE.md "Input limits").
+        settings_toml="\n[settings]\ncallback_allow_http = true\n",
     )
     try:
         built.env["SMSBULK_CALLBACK_SECRET"] = SECRET
