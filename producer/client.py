@@ -65,6 +65,17 @@ def enqueue_plan(celery: Celery, job_id: str, priority: str) -> None:
     )
 
 
+def enqueue_cancel(celery: Celery, job_id: str, priority: str, countdown_s: float = 0) -> None:
+    """The cancelled job's sweep (worker/cancelling.py)."""
+    celery.send_task(
+        keys.CANCEL_JOB,
+        args=[job_id],
+        queue=queue_for(priority),
+        countdown=countdown_s or None,
+        argsrepr=f"job_id={job_id}",
+    )
+
+
 def enqueue_plan_if_due(client: redis.Redis, celery: Celery, job_id: str, priority: str) -> None:
     """Plan now, unless the job waits for its schedule (workers release it)."""
     if client.hget(keys.job(job_id), "state") != b"scheduled":
@@ -156,15 +167,15 @@ class Producer:
 
     def cancel(self, job_id: str) -> JobStatus:
         """Recipients not yet sent become ``cancelled``; requests in flight
-        finish and are recorded; no request starts after this returns."""
-        state = self._controlled(job_id, control.cancel(self.redis, job_id), "cancel")
-        if state == "cancelled":
-            self.celery.send_task(
-                keys.CANCEL_JOB,
-                args=[job_id],
-                queue=queue_for(self._priority(job_id)),
-                argsrepr=f"job_id={job_id}",
-            )
+        finish and are recorded; no request starts after this returns.
+
+        The sweep that settles them is a task; should it never run (this
+        process dies before publishing it, or the broker loses it), the
+        workers' watchdog publishes it again for the cancelled job."""
+        outcome = control.cancel(self.redis, job_id)
+        self._controlled(job_id, outcome, "cancel")
+        if outcome is not None and outcome[1]:
+            enqueue_cancel(self.celery, job_id, self._priority(job_id))
         return self.status(job_id)
 
     def pause(self, job_id: str) -> JobStatus:
@@ -186,7 +197,11 @@ class Producer:
 
     def retry(self, job_id: str, statuses: list[str] | None = None) -> JobStatus:
         """Send the recipients with these final statuses again (default:
-        failed and unknown), as new attempts, once the job has ended."""
+        failed and unknown), as new attempts, once the job has ended.
+
+        The reopened job records the reset it owes, so that a caller dying
+        half way leaves a queued job that the workers finish (the watchdog
+        plans it; the plan completes the reset): retry is never half done."""
         statuses = list(statuses or ["failed", "unknown"])
         control.check_retry_statuses(statuses)
         outcome = control.reopen_for_retry(self.redis, job_id, statuses)
@@ -199,9 +214,7 @@ class Producer:
             raise JobStateConflict(
                 f"job is {state}: retry once it has ended (wait for it, or cancel it first)"
             )
-        status = self.status(job_id)
-        control.reset_outcomes(self.redis, job_id, status.total, statuses)
-        control.restart_run(self.redis, job_id)
+        control.continue_retry(self.redis, job_id)
         enqueue_plan(self.celery, job_id, self._priority(job_id))
         return self.status(job_id)
 

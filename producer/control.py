@@ -10,6 +10,7 @@ requests already in flight finish and are recorded.
 from __future__ import annotations
 
 import json
+import time
 from typing import cast
 
 import redis
@@ -21,21 +22,30 @@ from producer.store import STATUS_CODES, block_count, now_s
 FINAL_STATES = ("completed", "cancelled")
 RETRYABLE_STATUSES = ("failed", "unknown", "expired", "cancelled")
 
-# Every script: KEYS: job hash, scheduled set, finished set (an ended job,
+# Every transition: KEYS: job hash, scheduled set, finished set (an ended job,
 # scored by finished_at, which the workers remove after retention_days),
-# active set (a queued or running job, scored by its last activity, which the
-# workers' watchdog reconciles). Returns the job's state, "!" appended when
-# this call changed it.
+# active set (a queued or running job, or a cancelled one not settled yet,
+# scored by its last activity, which the workers' watchdog reconciles).
+# Returns the job's state, "!" appended when this call changed it.
 
-# ARGV: now, job id. A cancelled job is no longer watched.
+# KEYS 5: the done bitmap. ARGV: now, job id. A cancelled job stays watched
+# (active, as of now) until its sweep has settled every recipient: the
+# watchdog publishes the sweep again if it goes silent (worker/watchdog.py).
+# A retry's reset cut short by the cancel stops there; its run ends, so the
+# sweep looks at every chunk again (the done bits were the previous run's).
 _CANCEL = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return false end
 if state == 'completed' or state == 'cancelled' then return state end
 redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ARGV[1])
+if redis.call('HEXISTS', KEYS[1], 'retry') == 1 then
+  redis.call('HDEL', KEYS[1], 'retry', 'retry_next')
+  redis.call('DEL', KEYS[5])
+  redis.call('HINCRBY', KEYS[1], 'run', 1)
+end
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2])
-redis.call('ZREM', KEYS[4], ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[1], ARGV[2])
 return 'cancelled!'
 """
 
@@ -50,7 +60,9 @@ return state
 """
 
 # A job paused before its schedule waits for it again; any other resumes
-# through a new plan, which enqueues every chunk (finished ones return at once).
+# through a new plan, which enqueues every chunk (finished ones return at once),
+# or completes the job if nothing is left (its last commit landed while it
+# was paused; worker/tasks.py plan_job).
 # ARGV: the schedule time (epoch s), job id, now. The workers push a paused
 # job's release a minute on each time they look at it: it is due at its time
 # again. A queued one is active again (its plan task is watched for).
@@ -70,8 +82,12 @@ return new .. '!'
 # A cancelled job has ended only once its sweep has settled every recipient
 # ('cancelling' until then); with nothing to retry the job stays as it is.
 # A job the workers have begun to remove (retention) is gone already.
-# Reopened, the job is active; its done bitmap goes once its outcomes are
-# reset (restart_run).
+# Reopened, the job is active and queued, and records the reset it owes
+# (``retry``: the codes; ``retry_next``: the first block not reset yet), so
+# whoever comes next finishes it: the caller (Producer.retry), or else the
+# plan task, which the caller or the watchdog enqueues. Until the reset is
+# done no script completes the job (its counters still count the recipients
+# to reset); then its done bitmap goes and its run moves on (restart_run).
 _REOPEN = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or redis.call('HEXISTS', KEYS[1], 'removing') == 1 then return false end
@@ -85,19 +101,27 @@ local function count(codes)
 end
 if count(ARGV[1]) < tonumber(redis.call('HGET', KEYS[1], 'total')) then return 'cancelling' end
 if count(ARGV[2]) == 0 then return state end
-redis.call('HSET', KEYS[1], 'state', 'queued')
+redis.call('HSET', KEYS[1], 'state', 'queued', 'retry', ARGV[2], 'retry_next', 0)
 redis.call('HDEL', KEYS[1], 'finished_at', 'callback')
 redis.call('ZREM', KEYS[3], ARGV[3])
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
 return 'queued!'
 """
 
-# KEYS: job hash, a block's outcomes hash. ARGV: status codes JSON, now.
-# Sets the matching outcomes back to pending (attempts start again) and
-# fixes the job's counters; returns how many.
+# KEYS: job hash, a block's outcomes hash. ARGV: the block's number, now.
+# If the block is the next one the reopened job's reset owes, sets its
+# outcomes with the retried codes back to pending (attempts start again),
+# fixes the job's counters and moves ``retry_next`` on, in one step; returns
+# how many. -1: not owed (reset already, by this caller or another one, or
+# no reset pending: none was asked, or a cancel stopped it).
 _RESET_OUTCOMES = """
+local codes = redis.call('HGET', KEYS[1], 'retry')
+if not codes then return -1 end
+local next_block = tonumber(redis.call('HGET', KEYS[1], 'retry_next') or '0')
+if next_block ~= tonumber(ARGV[1]) then return -1 end
+redis.call('HSET', KEYS[1], 'retry_next', next_block + 1)
 local wanted = {}
-for _, code in ipairs(cjson.decode(ARGV[1])) do wanted[code] = true end
+for _, code in ipairs(cjson.decode(codes)) do wanted[code] = true end
 local all = redis.call('HGETALL', KEYS[2])
 local n = 0
 for i = 1, #all, 2 do
@@ -115,12 +139,20 @@ return n
 """
 
 
-# KEYS: job hash, done bitmap. Once a retry has reset the outcomes, every
-# chunk runs again: the bitmap goes, and the job's `run` moves on, so that a
-# pass that read the outcomes before the reset (and found nothing to send)
-# sets no bit, however late it ends (worker/results_store.py).
+# KEYS: job hash, done bitmap. ARGV: the job's block count. Once a retry has
+# reset the outcomes of every block, every chunk runs again: the bitmap goes,
+# and the job's `run` moves on, so that a pass that read the outcomes before
+# the reset (and found nothing to send) sets no bit, however late it ends
+# (worker/results_store.py); the reset is no longer owed. Once only: returns
+# the job's run, new or not.
 _RESTART_RUN = """
+local run = tonumber(redis.call('HGET', KEYS[1], 'run') or '0')
+if redis.call('HEXISTS', KEYS[1], 'retry') == 0 then return run end
+if tonumber(redis.call('HGET', KEYS[1], 'retry_next') or '0') < tonumber(ARGV[1]) then
+  return run
+end
 redis.call('DEL', KEYS[2])
+redis.call('HDEL', KEYS[1], 'retry', 'retry_next')
 return redis.call('HINCRBY', KEYS[1], 'run', 1)
 """
 
@@ -134,11 +166,10 @@ class InvalidRetry(ValueError):
 
 
 def _transition(
-    client: redis.Redis, script: str, job_id: str, *args: str
+    client: redis.Redis, script: str, job_id: str, *args: str, more_keys: tuple[str, ...] = ()
 ) -> tuple[str, bool] | None:
-    raw = client.eval(
-        script, 4, keys.job(job_id), keys.SCHEDULED, keys.FINISHED, keys.ACTIVE, *args
-    )
+    job_keys = (keys.job(job_id), keys.SCHEDULED, keys.FINISHED, keys.ACTIVE, *more_keys)
+    raw = client.eval(script, len(job_keys), *job_keys, *args)
     if raw is None:
         return None
     state = raw.decode() if isinstance(raw, bytes) else str(raw)
@@ -146,7 +177,9 @@ def _transition(
 
 
 def cancel(client: redis.Redis, job_id: str) -> tuple[str, bool] | None:
-    return _transition(client, _CANCEL, job_id, repr(now_s()), job_id)
+    return _transition(
+        client, _CANCEL, job_id, repr(now_s()), job_id, more_keys=(keys.done(job_id),)
+    )
 
 
 def pause(client: redis.Redis, job_id: str) -> tuple[str, bool] | None:
@@ -177,22 +210,37 @@ def check_retry_statuses(statuses: list[str]) -> None:
 
 
 def restart_run(client: redis.Redis, job_id: str) -> int:
-    """Start the retried job's new run, once its outcomes are reset and
-    before its plan is enqueued; returns the run's number."""
-    return int(cast(int, client.eval(_RESTART_RUN, 2, keys.job(job_id), keys.done(job_id))))
+    """Start the retried job's new run once every block's outcomes are reset
+    (``_RESTART_RUN``); returns the job's run."""
+    total = int(cast(bytes, client.hget(keys.job(job_id), "total") or b"0"))
+    raw = client.eval(_RESTART_RUN, 2, keys.job(job_id), keys.done(job_id), block_count(total))
+    return int(cast(int, raw))
 
 
-def reset_outcomes(client: redis.Redis, job_id: str, total: int, statuses: list[str]) -> int:
-    """Set the outcomes with these statuses back to pending, block by block."""
-    check_retry_statuses(statuses)
-    codes = json.dumps([STATUS_CODES[s] for s in statuses])
+def reset_outcomes(client: redis.Redis, job_id: str, budget_s: float | None = None) -> bool:
+    """Set the reopened job's outcomes with the retried statuses back to
+    pending, from the first block not reset yet; True once none is owed,
+    False if ``budget_s`` ran out first. Any number of callers may run it,
+    at once or one after another: each block is reset once."""
+    retry, raw_next, raw_total = cast(
+        list[bytes | None], client.hmget(keys.job(job_id), ["retry", "retry_next", "total"])
+    )
+    if retry is None:
+        return True
+    started = time.monotonic()
     script = client.register_script(_RESET_OUTCOMES)
-    reset = 0
-    for block_no in range(block_count(total)):
-        reset += int(
-            script(
-                keys=[keys.job(job_id), keys.outcomes(job_id, block_no)],
-                args=[codes, repr(now_s())],
-            )
-        )
-    return reset
+    for block_no in range(int(raw_next or 0), block_count(int(raw_total or 0))):
+        if budget_s is not None and time.monotonic() - started > budget_s:
+            return False
+        block = keys.outcomes(job_id, block_no)
+        script(keys=[keys.job(job_id), block], args=[block_no, repr(now_s())])
+    return True
+
+
+def continue_retry(client: redis.Redis, job_id: str, budget_s: float | None = None) -> bool:
+    """Finish a reopened job's reset and start its new run (nothing, if no
+    reset is owed); False if ``budget_s`` ran out first (call it again)."""
+    if not reset_outcomes(client, job_id, budget_s):
+        return False
+    restart_run(client, job_id)
+    return True

@@ -124,8 +124,9 @@ def test_a_job_that_needs_no_watch_is_unlisted(producer: Producer, state: str) -
     if state == "completed":
         mark_running(client, job_id)
         settle(client, job_id, dict.fromkeys(range(3), "accepted"))
-    elif state == "cancelled":
+    elif state == "cancelled":  # and settled by its sweep
         producer.cancel(job_id)
+        settle(client, job_id, dict.fromkeys(range(3), "cancelled"), attempts=0)
     elif state == "paused":
         producer.pause(job_id)
     elif state == "gone":
@@ -218,8 +219,10 @@ def test_submission_commits_and_completion_keep_the_activity_index(producer: Pro
     assert producer.retry(job_id).state == "queued"
     assert client.zscore(keys.ACTIVE, job_id) is not None
     assert not client.exists(keys.done(job_id))
-    # A cancel unlists it.
+    # A cancel keeps it listed until its sweep has settled every recipient.
     producer.cancel(job_id)
+    assert client.zscore(keys.ACTIVE, job_id) is not None
+    settle(client, job_id, {2: "cancelled"}, attempts=0)  # the sweep
     assert client.zscore(keys.ACTIVE, job_id) is None
 
 

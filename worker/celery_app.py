@@ -212,7 +212,7 @@ def _start_sweeper(**_: Any) -> None:
 def _start_watchdog(**_: Any) -> None:
     """Re-enqueue tasks the broker lost (worker/watchdog.py) from this
     worker's main process."""
-    from producer.client import enqueue_plan
+    from producer.client import enqueue_cancel, enqueue_plan
     from worker.tasks import enqueue_chunk
     from worker.watchdog import Watchdog
 
@@ -222,6 +222,7 @@ def _start_watchdog(**_: Any) -> None:
             stall_s=TIMING.visibility_timeout_s,
             enqueue_plan=lambda job_id, priority: enqueue_plan(app, job_id, priority),
             enqueue_chunk=enqueue_chunk,
+            enqueue_cancel=lambda job_id, priority: enqueue_cancel(app, job_id, priority),
         )
     )
 

@@ -28,7 +28,8 @@ def render(status: JobStatus, rate_per_s: float, width: int = 30) -> str:
 def wait_for_job(
     producer: Producer, job_id: str, timeout_s: float | None, interval_s: float = 0.5
 ) -> bool:
-    """True once the job is completed or cancelled; False on timeout."""
+    """True once the job is completed or cancelled with nothing pending;
+    False on timeout."""
     started = last_time = last_line = time.monotonic()
     last_done = None
     rate = 0.0
@@ -48,7 +49,8 @@ def wait_for_job(
             # Not a terminal (a log, CI): a plain line now and then.
             sys.stderr.write(line.lstrip("\r") + "\n")
             last_line = now
-        ended = status.state in ENDED
+        # A cancelled job has ended once its sweep has settled every recipient.
+        ended = status.state in ENDED and not status.counts.get("pending", 0)
         if ended or (timeout_s is not None and now - started > timeout_s):
             sys.stderr.write(("" if tty else line.lstrip("\r")) + "\n")
             sys.stderr.flush()

@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
+import redis
 import redis.asyncio as aioredis
 
 from producer import keys
@@ -33,6 +34,32 @@ FINAL_CODES = [STATUS_CODES[name] for name in FINAL_STATUSES]
 # What a commit returns when it wrote no outcome (see _COMMIT).
 NOTHING_WRITTEN = frozenset({"fenced", "gone"})
 
+# The one place that ends a job once every recipient is final (a Lua
+# function that the scripts below begin with): a queued or running job is
+# completed (finished_at, listed for retention) and a cancelled one is
+# settled; either way the watchdog's active set no longer lists it. Not while
+# a retry's reset is under way (the job hash's ``retry``, producer/control.py):
+# its counters still count the recipients about to be set back to pending.
+# Returns true if it ended the job.
+_FINISH_IF_FINAL = """
+local function finish_if_final(job, finished, active, final_codes, now, job_id)
+  local state = redis.call('HGET', job, 'state')
+  if state ~= 'queued' and state ~= 'running' and state ~= 'cancelled' then return false end
+  if redis.call('HEXISTS', job, 'retry') == 1 then return false end
+  local done = 0
+  for _, code in ipairs(cjson.decode(final_codes)) do
+    done = done + tonumber(redis.call('HGET', job, 'n:' .. code) or '0')
+  end
+  if done < tonumber(redis.call('HGET', job, 'total')) then return false end
+  if state ~= 'cancelled' then
+    redis.call('HSET', job, 'state', 'completed', 'finished_at', now)
+    redis.call('ZADD', finished, now, job_id)
+  end
+  redis.call('ZREM', active, job_id)
+  return true
+end
+"""
+
 # KEYS: job hash, outcomes hash, requests hash, finished set, active set
 # ARGV: request id ('' for none), fencing token, done-state JSON, now,
 #       final status codes JSON, job id, then the outcomes as one string of
@@ -40,13 +67,16 @@ NOTHING_WRITTEN = frozenset({"fenced", "gone"})
 # Returns the job's state after the commit, 'fenced' if the request is no
 # longer ours, or 'gone' if the job was removed (retention): nothing written
 # then, so a late commit never leaves a stray counter-only job hash behind.
-# A commit to a queued or running job is its activity (the job's score in
-# the active set, read by worker/watchdog.py); its completion unlists it.
+# A commit to a queued, running or cancelled job is its activity (the job's
+# score in the active set, read by worker/watchdog.py) until its last
+# recipient is final (``finish_if_final``).
 #
 # One string rather than an argument per outcome, and one HMGET/HSET per
 # 1000 outcomes rather than a call each: a chunk's commit was the largest
 # Redis cost per recipient. An outcome's status code is its 3rd character.
-_COMMIT = """
+_COMMIT = (
+    _FINISH_IF_FINAL
+    + """
 local job, outcomes, requests = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', job) == 0 then return 'gone' end
 if ARGV[1] ~= '' then
@@ -81,23 +111,31 @@ end
 for code, n in pairs(delta) do
   if n ~= 0 then redis.call('HINCRBY', job, 'n:' .. code, n) end
 end
+if finish_if_final(job, KEYS[4], KEYS[5], ARGV[5], ARGV[4], ARGV[6]) then
+  return redis.call('HGET', job, 'state')
+end
 local state = redis.call('HGET', job, 'state')
-if state == 'running' or state == 'queued' then
-  local done = 0
-  for code, _ in pairs(final) do
-    done = done + tonumber(redis.call('HGET', job, 'n:' .. code) or '0')
-  end
-  if done >= tonumber(redis.call('HGET', job, 'total')) then
-    redis.call('HSET', job, 'state', 'completed', 'finished_at', ARGV[4])
-    redis.call('ZADD', KEYS[4], ARGV[4], ARGV[6])
-    redis.call('ZREM', KEYS[5], ARGV[6])
-    state = 'completed'
-  else
-    redis.call('ZADD', KEYS[5], ARGV[4], ARGV[6])
-  end
+if state == 'running' or state == 'queued' or state == 'cancelled' then
+  redis.call('ZADD', KEYS[5], ARGV[4], ARGV[6])
 end
 return state
 """
+)
+
+
+def finish_if_final(client: redis.Redis, job_id: str) -> bool:
+    """``ResultsStore.finish_if_final`` for a synchronous client (the watchdog)."""
+    finished = client.eval(
+        _FINISH,
+        3,
+        keys.job(job_id),
+        keys.FINISHED,
+        keys.ACTIVE,
+        json.dumps(FINAL_CODES),
+        repr(now_s()),
+        job_id,
+    )
+    return bool(finished)
 
 
 def outcome_records(outcomes: dict[int, StoredOutcome]) -> str:
@@ -137,11 +175,29 @@ if done < tonumber(redis.call('HGET', KEYS[1], 'total')) then return 0 end
 return redis.call('HSETNX', KEYS[1], 'callback', '1')
 """
 
-# KEYS: job hash, done bitmap. ARGV: the run the pass read, chunk number.
-_MARK_DONE = """
+# KEYS: job hash, done bitmap, finished set, active set. ARGV: the run the
+# pass read, chunk number, final status codes JSON, now, job id. A chunk with
+# nothing left may be the job's last: a pass that found nothing to send (the
+# job's last commit landed while it was paused, say) ends the job.
+_MARK_DONE = (
+    _FINISH_IF_FINAL
+    + """
 if tonumber(redis.call('HGET', KEYS[1], 'run') or '0') ~= tonumber(ARGV[1]) then return 0 end
-return redis.call('SETBIT', KEYS[2], ARGV[2], 1)
+redis.call('SETBIT', KEYS[2], ARGV[2], 1)
+finish_if_final(KEYS[1], KEYS[3], KEYS[4], ARGV[3], ARGV[4], ARGV[5])
+return 1
 """
+)
+
+# KEYS: job hash, finished set, active set. ARGV: final status codes JSON,
+# now, job id. Returns 1 if it ended the job.
+_FINISH = (
+    _FINISH_IF_FINAL
+    + """
+if finish_if_final(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3]) then return 1 end
+return 0
+"""
+)
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -182,6 +238,7 @@ class ResultsStore:
         self._commit = client.register_script(_COMMIT)
         self._release = client.register_script(_RELEASE)
         self._mark_done = client.register_script(_MARK_DONE)
+        self._finish = client.register_script(_FINISH)
         self._begin = client.register_script(_BEGIN)
         self._claim_callback = client.register_script(_CLAIM_CALLBACK)
         self._final_codes = json.dumps(FINAL_CODES)
@@ -270,12 +327,33 @@ class ResultsStore:
 
     async def mark_chunk_done(self, job: JobSpec, chunk_no: int) -> None:
         """Record that the chunk has nothing left to send: the watchdog does
-        not look for its task any more (until a retry reopens the job). Only
-        while the job is in the run the pass read: a pass that ends after a
-        retry restarted the job saw outcomes from before it."""
+        not look for its task any more, nor a cancel's sweep at the chunk
+        (until a retry reopens the job); if it was the job's last, end the
+        job. Only while the job is in the run the pass read: a pass that ends
+        after a retry restarted the job saw outcomes from before it."""
+        job_id = job.job_id
         await self._mark_done(
-            keys=[keys.job(job.job_id), keys.done(job.job_id)], args=[job.run, chunk_no]
+            keys=[keys.job(job_id), keys.done(job_id), keys.FINISHED, keys.ACTIVE],
+            args=[job.run, chunk_no, self._final_codes, repr(now_s()), job_id],
         )
+
+    async def finish_if_final(self, job_id: str) -> bool:
+        """End the job if every recipient is final (``_FINISH_IF_FINAL``):
+        True if this call completed it, or settled its cancellation."""
+        finished = await self._finish(
+            keys=[keys.job(job_id), keys.FINISHED, keys.ACTIVE],
+            args=[self._final_codes, repr(now_s()), job_id],
+        )
+        return bool(finished)
+
+    async def note_activity(self, job_id: str) -> None:
+        """Work on the job goes on (a cancel's sweep waiting for a lease, say):
+        the watchdog leaves a listed job alone for another while."""
+        await self.redis.zadd(keys.ACTIVE, {job_id: now_s()}, xx=True)
+
+    async def done_chunks(self, job_id: str) -> bytes:
+        """The job's done bitmap (bit ``chunk``: nothing left to send)."""
+        return cast(bytes | None, await self.redis.get(keys.done(job_id))) or b""
 
     async def lease_ttl_s(self, job_id: str, chunk_no: int) -> float:
         ttl_ms = await self.redis.pttl(keys.lease(job_id, chunk_no))

@@ -15,16 +15,23 @@ from typing import Any, cast
 import redis
 from celery import Task
 
-from producer import keys
+from producer import control, keys
 from producer.accounts import load_accounts
-from producer.client import connect, enqueue_plan_if_due, queue_for, redis_url_from_env
+from producer.client import (
+    connect,
+    enqueue_cancel,
+    enqueue_plan,
+    enqueue_plan_if_due,
+    queue_for,
+    redis_url_from_env,
+)
 from producer.destinations import load_policy
 from producer.job import JOB_ID_FORM, JobExists, JobRefused, is_job_id
 from producer.store import job_spec, now_s, read_status
 from producer.submission import store_job
 from producer.validation import open_job
 from worker import callbacks
-from worker.cancelling import sweep_cancelled
+from worker.cancelling import Sweep, sweep_cancelled
 from worker.celery_app import TIMING, app
 from worker.chunking import chunk_count
 from worker.logs import get_logger
@@ -38,6 +45,7 @@ UNKNOWN_ACCOUNT_RETRIES = 10
 UNKNOWN_ACCOUNT_RETRY_S = 30
 UNEXPECTED_ERROR_RETRIES = 10
 UNEXPECTED_ERROR_RETRY_S = 15
+CANCEL_LEASE_MARGIN_S = 0.5  # a cancel sweep comes back this long after a busy lease ends
 _redis: redis.Redis | None = None
 _MARK_RUNNING = """
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -125,7 +133,12 @@ def plan_job(self: Task, job_id: str, first_chunk: int = 0) -> None:
 
     A task killed by its hard time limit is acked, never delivered again: a
     plan cut short would leave its remaining chunks pending forever. So after
-    ``pass_budget_s`` a follow-up plan task enqueues the rest."""
+    ``pass_budget_s`` a follow-up plan task enqueues the rest.
+
+    First, a retried job's reset that its caller left unfinished is finished
+    (producer/control.py), and a job with nothing left to send is completed
+    instead of planned: a job resumed after its last commit landed while it
+    was paused, or one that the watchdog found with every chunk done."""
     client = sync_redis()
     raw_spec, raw_state, raw_total, raw_chunk_size = cast(
         list[bytes], client.hmget(keys.job(job_id), ["spec", "state", "total", "chunk_size"])
@@ -137,6 +150,15 @@ def plan_job(self: Task, job_id: str, first_chunk: int = 0) -> None:
     if state == "scheduled" and datetime.fromisoformat(spec["schedule_at"]).timestamp() > now_s():
         return  # released by the scheduler when due
     client.zrem(keys.SCHEDULED, job_id)
+    if not first_chunk and state in ("queued", "running"):
+        if not control.continue_retry(client, job_id, TIMING.pass_budget_s):
+            client.zadd(keys.ACTIVE, {job_id: now_s()}, xx=True)
+            enqueue_plan(app, job_id, spec.get("priority", "normal"))  # the rest of the reset
+            return
+        runtime = get_runtime()
+        if runtime.run(_finish_if_final(runtime.store, job_id)):
+            log.info("job_ended_with_nothing_to_send", job_id=job_id)
+            return
     if state not in ("queued", "scheduled") and not (first_chunk and state == "running"):
         return  # planned already (a redelivery), or paused/cancelled
     account = get_runtime().config.accounts.get(spec["provider"])
@@ -183,10 +205,11 @@ def _retry_unknown_account(task: Task, job_id: str, account: str) -> None:
 def send_chunk(self: Task, job_id: str, chunk_no: int, parts: int = 0, deferrals: int = 0) -> None:
     """One pass over a chunk, then the next one enqueued if one is due.
 
-    A chunk deferred for rate-limit capacity (``parts`` > 0) first takes
-    capacity for its first request, before it reads or parses anything: a
-    saturated account's chunks that find none cost one limiter call each
-    and go back to wait, with jitter, instead of holding a worker process."""
+    A pass first takes rate-limit capacity for its first request (of
+    ``parts`` parts when a deferral said so), before it reads or parses
+    anything: a saturated account's chunks that find none cost one limiter
+    call each and go back to wait, with jitter, instead of holding a worker
+    process."""
     runtime = get_runtime()
     job = runtime.run(runtime.store.job(job_id))
     if job is None or job.state not in ("running", "queued"):
@@ -226,8 +249,8 @@ def send_chunk(self: Task, job_id: str, chunk_no: int, parts: int = 0, deferrals
 async def _send_chunk(
     runtime: Runtime, job: JobSpec, chunk_no: int, parts: int = 0, deferrals: int = 0
 ) -> PassResult:
-    """One pass over the chunk of a job read (and found running) by the task;
-    for a deferred chunk (``parts`` > 0) only once its capacity is taken."""
+    """One pass over the chunk of a job read (and found running) by the task,
+    once capacity for its first request is taken (``defer_unless_capacity``)."""
     store = runtime.store
     job_id = job.job_id
     token = new_token()
@@ -240,12 +263,11 @@ async def _send_chunk(
         return PassResult(next_pass_in_s=min(busy_s + 1, TIMING.max_countdown_s))
     try:
         account = runtime.config.accounts[job.spec["provider"]]
-        if parts:
-            deferred = await defer_unless_capacity(
-                runtime.limiter, account, job, chunk_no, parts, deferrals, TIMING
-            )
-            if deferred is not None:
-                return deferred
+        deferred = await defer_unless_capacity(
+            runtime.limiter, account, job, chunk_no, parts, deferrals, TIMING
+        )
+        if deferred is not None:
+            return deferred
         sender = ChunkSender(
             store,
             runtime.limiter,
@@ -254,7 +276,7 @@ async def _send_chunk(
             chunk_no,
             TIMING,
             lease_token=token,
-            prepaid_parts=parts,
+            prepaid_parts=max(parts, 1),
         )
         result = await sender.run(runtime.session)
         if result.chunk_done:
@@ -275,20 +297,58 @@ async def _callback_if_ended(store: ResultsStore, job: JobSpec) -> None:
         )
 
 
-@app.task(name=keys.CANCEL_JOB, bind=True)
-def cancel_job(self: Task, job_id: str) -> None:
-    """Settle every recipient of a cancelled job that was not sent."""
+async def _finish_if_final(store: ResultsStore, job_id: str) -> bool:
+    """End the job if every recipient is final, and send its callback."""
+    job = await store.job(job_id)
+    if job is None or not await store.finish_if_final(job_id):
+        return False
+    await _callback_if_ended(store, job)
+    return True
+
+
+@app.task(
+    name=keys.CANCEL_JOB,
+    autoretry_for=(Exception,),
+    max_retries=UNEXPECTED_ERROR_RETRIES,
+    default_retry_delay=min(UNEXPECTED_ERROR_RETRY_S, TIMING.max_countdown_s),
+)
+def cancel_job(job_id: str) -> None:
+    """Settle every recipient of a cancelled job that was not sent.
+
+    A sweep never outlasts its time limit: chunks whose lease is still held
+    (a pass finishing a request in flight, or a killed worker's lease, which
+    outlives a task) are left to this task again, once their leases may have
+    run out; an error (a Redis outage, say) retries it. If all that fails
+    (the task lost by the broker, or given up), the watchdog publishes it
+    again for the silent job."""
     runtime = get_runtime()
+    job, sweep = runtime.run(_sweep_cancelled(runtime.store, job_id))
+    if job is None or sweep is None:
+        return
+    if sweep.busy:
+        countdown_s = min(sweep.busy_for_s + CANCEL_LEASE_MARGIN_S, TIMING.max_countdown_s)
+        log.info(
+            "cancel_chunks_busy",
+            job_id=job_id,
+            chunks=len(sweep.busy),
+            recipients=sweep.cancelled,
+            retry_in_s=round(countdown_s, 1),
+        )
+        runtime.run(runtime.store.note_activity(job_id))
+        enqueue_cancel(app, job_id, job.spec.get("priority", "normal"), countdown_s)
+        return
+    log.info("job_cancelled", job_id=job_id, recipients=sweep.cancelled)
 
-    async def sweep() -> None:
-        job = await runtime.store.job(job_id)
-        if job is None or job.state != "cancelled":
-            return
-        cancelled = await sweep_cancelled(runtime.store, job, TIMING.lease_ttl_s)
-        log.info("job_cancelled", job_id=job_id, recipients=cancelled)
-        await _callback_if_ended(runtime.store, job)
 
-    runtime.run(sweep())
+async def _sweep_cancelled(store: ResultsStore, job_id: str) -> tuple[JobSpec | None, Sweep | None]:
+    job = await store.job(job_id)
+    if job is None or job.state != "cancelled":
+        return job, None
+    sweep = await sweep_cancelled(store, job, TIMING.lease_ttl_s, TIMING.pass_budget_s)
+    if not sweep.busy:
+        await store.finish_if_final(job_id)  # settled: unwatched (even with no chunk to sweep)
+        await _callback_if_ended(store, job)
+    return job, sweep
 
 
 @app.task(name=keys.SEND_CALLBACK, bind=True, max_retries=callbacks.MAX_ATTEMPTS - 1)

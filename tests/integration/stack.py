@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import redis
 from producer import Producer
 from producer.job import JobStatus
 from tests.conftest import child_env, sandbox_account, write_config
-from worker.launcher import Process, start_sandbox, start_worker, wait_until
+from worker.launcher import Process, start_sandbox, start_valkey, start_worker, wait_until
 from worker.sandbox import app as sandbox
 
 
@@ -85,6 +86,18 @@ class Stack:
         for worker in self.workers:
             worker.stop()
         self.sandbox.stop()
+
+
+@contextmanager
+def own_server_stack(log_dir: Path, **options: Any) -> Iterator[Stack]:
+    """``make_stack(url, log_dir, **options)`` on a Valkey server of its own, so
+    that no other test's workers take its tasks; all of it stopped on the way out."""
+    with ExitStack() as cleanup:
+        valkey = start_valkey()
+        cleanup.callback(valkey.stop)
+        stack = make_stack(valkey.connection_url, log_dir, **options)
+        cleanup.callback(stack.stop)
+        yield stack
 
 
 def make_stack(
