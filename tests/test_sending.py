@@ -366,7 +366,7 @@ def test_a_deferred_chunk_reads_nothing_until_its_account_has_capacity(
     again = on_valkey(redis_url, lambda c: deferred_task(c, 1, 3))
     assert limiter.costs == [1] and adapter.posts == []
     assert again.deferred_again and again.deferred_parts == 1
-    assert again.next_pass_in_s is not None and 2.0 <= again.next_pass_in_s <= 2.0 + 16.0
+    assert again.next_pass_in_s is not None and 2.0 <= again.next_pass_in_s <= 2.0 + 2.0 * 2**4
     assert not client.exists(keys.lease(job_id, 0))  # given back
 
     # With capacity (taken by the check, and used by the first request) the pass runs.
@@ -375,3 +375,35 @@ def test_a_deferred_chunk_reads_nothing_until_its_account_has_capacity(
     done = on_valkey(redis_url, lambda c: deferred_task(c, 1, 3))
     assert done.chunk_done and sorted(adapter.posts) == [0, 1, 2]
     assert limiter.costs == [1, 1, 1]  # the check paid for the first request: never twice
+
+
+class AlternatingLimiter:
+    """Capacity every other call, after a wait of ``wait_s``: an account
+    that always has a little room soon."""
+
+    def __init__(self, wait_s: float) -> None:
+        self.wait_s = wait_s
+        self.calls = 0
+
+    async def try_acquire(self, account: str, limits: Limits, cost_parts: int) -> Decision:
+        self.calls += 1
+        return Decision(self.calls % 2 == 0, self.wait_s * (self.calls % 2), 1.0)
+
+
+def test_a_pass_waits_inline_half_a_second_in_all_then_gives_its_process_back(
+    producer: Producer, redis_url: str
+) -> None:
+    job_id = personal_job(producer, 40)
+    adapter = FakeAdapter(ACCOUNT)
+    limiter = AlternatingLimiter(wait_s=0.1)
+
+    async def timed(client: aioredis.Redis) -> tuple[PassResult, float]:
+        started = asyncio.get_running_loop().time()
+        result = await one_pass(ResultsStore(client), adapter, job_id, cast(RateLimiter, limiter))
+        return result, asyncio.get_running_loop().time() - started
+
+    result, took_s = on_valkey(redis_url, timed)
+    print(f"\npass took {took_s:.2f} s, sent {len(adapter.posts)} of 40, then deferred")
+    assert 0 < len(adapter.posts) < 40
+    assert result.deferred_parts == 1 and result.next_pass_in_s is not None
+    assert took_s < 0.5 + 2 * LATENCY_S + 0.3

@@ -121,13 +121,16 @@ async def defer_unless_capacity(
     deferrals: int,
     timing: Timing,
 ) -> PassResult | None:
-    """A deferred chunk's first step, before it reads or parses anything:
-    take capacity for its first request of ``parts`` parts (None: taken, the
-    pass goes on and that request uses it), else the next deferral. A chunk
-    past its validity goes on at once, to expire its recipients."""
+    """A pass's first step, before it reads or parses anything: take
+    capacity for its first request, of ``parts`` parts if a deferral said so,
+    else of one (None: taken, the pass goes on and its first request uses
+    it), or return the deferral that follows: a chunk of a saturated account
+    costs one limiter call and no worker time. A chunk past its validity
+    goes on at once, to expire its recipients."""
     deadline = deadline_s(job)
     if deadline is not None and now_s() > deadline:
         return None
+    parts = max(parts, 1)
     decision = await limiter.try_acquire(account.name, limits_of(account), parts)
     if decision.allowed:
         return None
@@ -208,7 +211,7 @@ class ChunkSender:
         )
         self.log = get_logger(job_id=job.job_id, chunk=chunk_no, provider=self.account.name)
         self._started = time.monotonic()
-        self._inline_until: float | None = None  # end of the pass's inline wait for capacity
+        self._inline_until: float | None = None  # end of the pass's inline waits for capacity
         self._stopped = False  # a request found the job paused or cancelled
         self._lost = False  # a request found the lease or itself no longer this pass's
         self._deferred: tuple[float, int] | None = None  # (wait, parts) of a refused request
@@ -365,11 +368,12 @@ class ChunkSender:
     async def _acquire(self, cost_parts: int) -> float | None:
         """Take rate-limit capacity; None when taken, else the wait to defer.
 
-        A pass waits inline at most INLINE_WAIT_MAX_S without getting any
-        capacity, then gives its worker process back: a saturated account's
-        chunks, however many, never hold every process while other accounts'
-        chunks wait in the queue. Capacity taken before the pass (a deferred
-        chunk's check) pays for the first request."""
+        A pass waits inline for at most INLINE_WAIT_MAX_S in all, counted
+        from its first refusal, then gives its worker process back: a
+        saturated account's chunks, however many, never hold a process for
+        longer than that while other accounts' chunks wait in the queue.
+        Capacity taken before the pass (``defer_unless_capacity``) pays for
+        the first request."""
         if self.prepaid_parts:
             cost_parts, self.prepaid_parts = (
                 max(0, cost_parts - self.prepaid_parts),
@@ -380,7 +384,6 @@ class ChunkSender:
         while True:
             decision = await self.limiter.try_acquire(self.account.name, self.limits, cost_parts)
             if decision.allowed:
-                self._inline_until = None
                 return None
             now = time.monotonic()
             if self._inline_until is None:
