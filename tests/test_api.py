@@ -345,6 +345,10 @@ def test_an_existing_job_id_is_409_and_the_job_is_untouched(api: ApiServer) -> N
          "messages[0].ref"),
         ({"provider": "bulk", "text": "hi", "messages": [{"to": NUMBER, "ref": "r" * 257}]},
          "messages[0].ref"),
+        ({"provider": "bulk", "text": "hi", "callback_url": "https://169.254.169.254/latest",
+          "messages": [{"to": NUMBER}]}, "callback_url"),
+        ({"provider": "bulk", "text": "hi", "callback_url": "http://127.0.0.1:5555/api/task",
+          "messages": [{"to": NUMBER}]}, "callback_url"),
     ],
 )  # fmt: skip
 def test_an_invalid_job_is_422_naming_the_field_without_echoing_input(
