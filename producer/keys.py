@@ -29,6 +29,11 @@ FINISHED = f"{PREFIX}:finished"  # sorted set: ended job id scored by finished_a
 # Sorted set: queued or running job id scored by its last activity (epoch s):
 # submitted, planned, a commit. The workers' watchdog looks at the silent ones.
 ACTIVE = f"{PREFIX}:active"
+# Sorted set: each worker main process's id, scored by its last heartbeat
+# (server time); the watchdog unlists the dead ones and looks at every job.
+WORKERS = f"{PREFIX}:workers"
+# String, expiring: the worker whose watchdog has the turn to look at silent jobs.
+WATCHDOG_TURN = f"{PREFIX}:watchdog:turn"
 OPTOUT = f"{PREFIX}:optout"  # set: E.164 numbers never to send to
 ACCOUNTS = f"{PREFIX}:accounts"  # hash: account name -> "kind\tsender", published by workers
 

@@ -6,8 +6,10 @@ other scripts keep for it. No worker runs here."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import pytest
 import redis
@@ -19,6 +21,7 @@ from producer.client import broker_app, enqueue_plan
 from producer.store import now_s
 from tests.test_control import mark_running, settle, submit
 from worker import retention, watchdog
+from worker.launcher import wait_until
 from worker.results_store import JobSpec, ResultsStore
 from worker.sending import fail_chunk
 
@@ -57,9 +60,35 @@ class Recorder:
         self.chunks.append((job_id, chunk_no, queue))
 
 
-def make_watchdog(client: redis.Redis) -> tuple[watchdog.Watchdog, Recorder]:
+def make_watchdog(client: redis.Redis, **options: Any) -> tuple[watchdog.Watchdog, Recorder]:
     recorder = Recorder()
-    return watchdog.Watchdog(client, STALL_S, recorder.plan, recorder.chunk), recorder
+    return watchdog.Watchdog(client, STALL_S, recorder.plan, recorder.chunk, **options), recorder
+
+
+@dataclass
+class Calls:
+    count: int = 0
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> Calls:
+    """Count the calls of ``owner.name``, which still does its work."""
+    calls = Calls()
+    original = getattr(owner, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.count += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
+def lost_chunk_job(producer: Producer) -> str:
+    """A running job of 3 chunks: 0 and 1 done, 2's task lost."""
+    job_id = running_job(producer, 300, 100)
+    producer.redis.setbit(keys.done(job_id), 0, 1)
+    producer.redis.setbit(keys.done(job_id), 1, 1)
+    return job_id
 
 
 def silence(client: redis.Redis, job_id: str) -> None:
@@ -88,6 +117,7 @@ def test_the_snapshot_reads_real_kombu_messages_queued_and_unacked(
     send_chunk(celery, "j1", 4, countdown=5)  # an ETA task
     send_chunk(celery, "j1", 5, priority=5)  # a priority step's own list
     celery.send_task(keys.SEND_CALLBACK, args=["j1"], queue=keys.HIGH_QUEUE)
+    celery.send_task(keys.CANCEL_JOB, args=["j4"], queue=keys.HIGH_QUEUE, argsrepr="job_id=j4")
     redis_client.lpush(keys.NORMAL_QUEUE, b"not json")
     assert redis_client.exists(f"{keys.NORMAL_QUEUE}\x06\x163")
     with celery.connection_for_read() as connection:
@@ -95,8 +125,47 @@ def test_the_snapshot_reads_real_kombu_messages_queued_and_unacked(
         delivered = connection.default_channel.basic_get(keys.HIGH_QUEUE, no_ack=False)
         assert delivered is not None and redis_client.hlen(watchdog.KOMBU_UNACKED) == 1
         found = watchdog.snapshot(redis_client)
+        some = watchdog.snapshot(redis_client, ["j1", "j3"])
     assert found.chunks == {"j1": {3, 4, 5}}
+    # j3's plan has no argsrepr of ours (Celery's repr of the args): read from its body.
     assert found.plans == {"j1": [0], "j2": [0], "j3": [40]}
+    assert found.cancels == {"j4"}
+    assert (some.chunks, some.plans, some.cancels) == (
+        {"j1": {3, 4, 5}},
+        {"j1": [0], "j3": [40]},
+        set(),
+    )
+    assert watchdog.snapshot(redis_client, []) == watchdog.Snapshot()
+
+
+@pytest.mark.parametrize("jobs_wanted", [3, watchdog.SNAPSHOT_FILTER_MAX + 1])
+def test_the_snapshot_pages_through_every_list_and_unacked(
+    celery: Celery, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, jobs_wanted: int
+) -> None:
+    for chunk_no in range(7):
+        send_chunk(celery, "a", chunk_no)
+        send_chunk(celery, "b", chunk_no, priority=9)
+    for chunk_no in range(5):  # delivered and not acknowledged
+        redis_client.hset(
+            watchdog.KOMBU_UNACKED,
+            f"tag{chunk_no}",
+            json.dumps(
+                [
+                    json.loads(cast(bytes, redis_client.rpop(f"{keys.NORMAL_QUEUE}\x06\x169"))),
+                    "",
+                    "q",
+                ]
+            ),
+        )
+    enqueue_plan(celery, "c", "high")
+    monkeypatch.setattr(watchdog, "SNAPSHOT_PAGE", 3)
+    calls = count_calls(monkeypatch, redis_client, "eval")
+    wanted = ["a", "b", "c"] + [f"x{i}" for i in range(jobs_wanted - 3)]
+    found = watchdog.snapshot(redis_client, wanted)
+    assert found.chunks == {"a": set(range(7)), "b": set(range(7))}
+    assert found.plans == {"c": [0]}
+    # 10 listed messages, 3 a call; then `unacked` (HSCAN returns a small hash whole).
+    assert calls.count == 4
 
 
 # --- the claim -------------------------------------------------------------------------
@@ -171,7 +240,8 @@ def test_only_a_running_jobs_lost_chunks_are_enqueued_again(
         send_chunk(celery, "other-job", 6)
         silence(client, job_id)
         assert dog.sweep() == 4
-    assert recorder.chunks == [(job_id, c, keys.NORMAL_QUEUE) for c in (6, 7, 8, 9)]
+    # On the high-priority queue: taken next, whatever backlog the job's queue has.
+    assert recorder.chunks == [(job_id, c, keys.HIGH_QUEUE) for c in (6, 7, 8, 9)]
 
 
 def test_a_follow_up_plan_task_covers_the_chunks_after_it(
@@ -186,6 +256,98 @@ def test_a_follow_up_plan_task_covers_the_chunks_after_it(
     dog, recorder = make_watchdog(client)
     assert dog.sweep() == 2
     assert [c for _, c, _ in recorder.chunks] == [5, 6]
+
+
+def test_one_snapshot_per_sweep_for_every_silent_job(
+    producer: Producer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = [lost_chunk_job(producer) for _ in range(watchdog.CLAIM_BATCH + 5)]
+    for job_id in jobs:
+        silence(producer.redis, job_id)
+    snapshots = count_calls(monkeypatch, watchdog, "snapshot")
+    dog, recorder = make_watchdog(producer.redis)
+    assert dog.sweep() == len(jobs)
+    assert snapshots.count == 1
+    assert sorted(recorder.chunks) == sorted((j, 2, keys.HIGH_QUEUE) for j in jobs)
+
+
+def test_a_dead_worker_makes_the_watchdog_look_at_every_busy_job_at_once(
+    producer: Producer,
+) -> None:
+    """A job that commits all the time is never silent, yet the task a dead
+    worker popped and lost gets another as soon as the death is seen."""
+    client = producer.redis
+    busy = lost_chunk_job(producer)
+    planning = submit(producer)  # queued, its plan task lost with the worker
+    client.delete(keys.NORMAL_QUEUE)
+    dog, recorder = make_watchdog(client, worker="alive")
+    dog.step()  # no death, nothing silent
+    assert recorder.chunks == recorder.plans == []
+    watchdog.beat(client, "killed")
+    client.zadd(keys.WORKERS, {"killed": now_s() - watchdog.WORKER_DEAD_AFTER_S - 1})
+    dog.step()
+    assert recorder.chunks == [(busy, 2, keys.HIGH_QUEUE)]
+    assert recorder.plans == [(planning, "normal")]
+    assert client.zscore(keys.WORKERS, "killed") is None  # found once
+    dog.step()
+    assert len(recorder.chunks) == 1
+
+
+def test_a_death_whose_look_failed_is_looked_at_again(
+    producer: Producer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = producer.redis
+    busy = lost_chunk_job(producer)
+    client.zadd(keys.WORKERS, {"killed": now_s() - watchdog.WORKER_DEAD_AFTER_S - 1})
+    dog, recorder = make_watchdog(client, worker="alive")
+
+    def outage(*_: Any) -> watchdog.Snapshot:
+        raise redis.ConnectionError("gone")
+
+    monkeypatch.setattr(watchdog, "snapshot", outage)
+    with pytest.raises(redis.ConnectionError):
+        dog.step()
+    monkeypatch.undo()
+    dog.step()
+    assert recorder.chunks == [(busy, 2, keys.HIGH_QUEUE)]
+
+
+def test_heartbeats_and_deaths(redis_client: redis.Redis) -> None:
+    watchdog.beat(redis_client, "w1")
+    watchdog.beat(redis_client, "w2")
+    assert watchdog.reap_dead_workers(redis_client, 5) == {}
+    redis_client.zadd(keys.WORKERS, {"w1": 1000.0})
+    assert watchdog.reap_dead_workers(redis_client, 5) == {"w1": 1000.0}
+    assert watchdog.reap_dead_workers(redis_client, 5) == {}  # one watchdog finds it
+    assert redis_client.zrange(keys.WORKERS, 0, -1) == [b"w2"]
+
+
+def test_a_started_watchdog_beats_for_its_worker(redis_client: redis.Redis) -> None:
+    dog, _ = make_watchdog(redis_client, worker="me", interval_s=0.05)
+    dog.start()
+    try:
+        first = redis_client.zscore(keys.WORKERS, "me")
+        assert first is not None
+        wait_until(lambda: (redis_client.zscore(keys.WORKERS, "me") or 0) > first, 10, "a beat")
+    finally:
+        dog.stop()
+        dog.join(10)
+        dog.heartbeat.join(10)
+
+
+def test_one_watchdog_a_turn_looks_at_silent_jobs(producer: Producer) -> None:
+    client = producer.redis
+    first, second = lost_chunk_job(producer), lost_chunk_job(producer)
+    silence(client, first)
+    one, one_did = make_watchdog(client, worker="one")
+    other, other_did = make_watchdog(client, worker="other")
+    one.step()
+    silence(client, second)
+    other.step()  # within the turn of the first
+    assert [j for j, _, _ in one_did.chunks] == [first] and other_did.chunks == []
+    client.delete(keys.WATCHDOG_TURN)  # the turn is over
+    other.step()
+    assert [j for j, _, _ in other_did.chunks] == [second]
 
 
 def test_a_running_job_with_every_chunk_accounted_for_stays_listed(producer: Producer) -> None:

@@ -12,6 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 RESTORE_SWEEP_S = 10
+# A worker main process beats this often, and each watchdog looks for dead
+# workers as often; no beat for WORKER_DEAD_AFTER_S means dead. A task that
+# a dead worker lost so gets another within about 7 s of the kill, inside
+# the smallest recovery_s (10 s); a live worker missing 5 beats in a row
+# costs one look at every job, nothing else.
+HEARTBEAT_S = 1.0
+WORKER_DEAD_AFTER_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)

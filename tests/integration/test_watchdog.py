@@ -12,6 +12,7 @@ Every test has its own Valkey server and stops everything it started.
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ import redis
 
 from producer import keys
 from tests.integration.stack import Stack, elapsed, make_stack, ro_numbers
-from tests.integration.test_crash_safety import SETTINGS, submit
+from tests.integration.test_crash_safety import SETTINGS, sandbox_number, sent_per_number, submit
 from worker.launcher import start_valkey, wait_until
 from worker.watchdog import parse_task
 
@@ -62,7 +63,9 @@ def send_chunks_waiting(client: redis.Redis) -> int:
 
 
 @contextmanager
-def own_stack(tmp_path: Path, latency_ms: int = 0) -> Iterator[Stack]:
+def own_stack(
+    tmp_path: Path, latency_ms: int = 0, settings_toml: str = SETTINGS
+) -> Iterator[Stack]:
     """A stack on its own Valkey server, with the account `fast` and no
     worker yet; everything stopped on the way out."""
     valkey = start_valkey()
@@ -73,7 +76,7 @@ def own_stack(tmp_path: Path, latency_ms: int = 0) -> Iterator[Stack]:
             workers=0,
             sandbox_args=("--latency-ms", str(latency_ms)),
             accounts={"fast": FAST},
-            settings_toml=SETTINGS,
+            settings_toml=settings_toml,
         )
         try:
             yield stack
@@ -120,3 +123,66 @@ def test_a_lost_plan_task_is_enqueued_again(tmp_path: Path) -> None:
         assert status.counts["accepted"] == 3 * BATCH
         assert stats["items"] == 3 * BATCH and stats["duplicates"] == 0
         assert '"plan_task_requeued"' in stack.worker_logs()
+
+
+# --- a worker killed right after popping a task ------------------------------------
+
+KILL_RECOVERY_S = 20  # visibility timeout 10 s
+KILL_CHUNKS = 70
+KILL_LATENCY_MS = 1000
+
+
+def first_sent_s(stack: Stack, numbers: set[str]) -> dict[str, float]:
+    """When the sandbox first took each of ``numbers`` (epoch s)."""
+    first: dict[str, float] = {}
+    for row in stack.sandbox_get("/_sandbox/sent?kind=sendbulk"):
+        if row["number"] in numbers:
+            first[row["number"]] = min(first.get(row["number"], row["t"]), row["t"])
+    return first
+
+
+def test_a_task_popped_by_a_worker_killed_at_once_is_sent_within_recovery_s(
+    tmp_path: Path,
+) -> None:
+    """The victim pops a chunk message and dies before kombu records it as
+    unacknowledged (simulated: the victim is SIGKILLed, then the next message
+    is popped as it would have been). The other worker keeps committing other
+    chunks for longer than `recovery_s`, so the job is never silent; the
+    lost chunk must still be sent within `recovery_s` of the kill."""
+    settings = f"\n[settings]\nrecovery_s = {KILL_RECOVERY_S}\n"
+    with own_stack(tmp_path, KILL_LATENCY_MS, settings) as stack, stack.redis() as client:
+        victim = stack.add_worker(concurrency=1)
+        stack.add_worker(concurrency=2)
+        numbers = ro_numbers(KILL_CHUNKS * BATCH, start=700_000)
+        job_id = submit(stack, numbers, "at_least_once", "fast")
+        wait_until(lambda: stack.sandbox_get("/_sandbox/stats")["items"] >= 3 * BATCH, 60, "sends")
+        wait_until(lambda: send_chunks_waiting(client) >= CHUNKS, 30, "chunks queued")
+        victim.kill_group(signal.SIGKILL)
+        killed_at = time.time()
+        stack.workers.remove(victim)  # dead: wait_for checks the living
+        victim.stop()
+        # The message the victim had just popped: the oldest one, BRPOP's.
+        raw = client.rpop(keys.NORMAL_QUEUE)
+        parsed = parse_task(raw)
+        assert parsed is not None and parsed[:2] == (keys.SEND_CHUNK, job_id)
+        lost_chunk = parsed[2]
+        lost = {sandbox_number(n) for n in numbers[lost_chunk * BATCH : (lost_chunk + 1) * BATCH]}
+
+        def lost_chunk_sent() -> bool:
+            return len(first_sent_s(stack, lost)) == len(lost)
+
+        wait_until(lost_chunk_sent, 3 * KILL_RECOVERY_S, "the lost chunk", interval_s=0.5)
+        sent_after_s = max(first_sent_s(stack, lost).values()) - killed_at
+        status = stack.wait_for(job_id, 120)
+        counts, _ = sent_per_number(stack)
+        last_s = max(row["t"] for row in stack.sandbox_get("/_sandbox/sent?kind=sendbulk"))
+        print(
+            f"\nchunk {lost_chunk} lost at the kill: sent {sent_after_s:.1f} s after it; "
+            f"job completed {last_s - killed_at:.1f} s after it"
+        )
+        assert sent_after_s <= KILL_RECOVERY_S
+        assert last_s - killed_at > KILL_RECOVERY_S  # the job was never silent meanwhile
+        assert status.state == "completed"
+        assert status.counts["accepted"] == len(numbers)
+        assert set(counts) == {sandbox_number(n) for n in numbers}
+        assert all(counts[number] == 1 for number in lost)
