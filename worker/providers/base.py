@@ -22,8 +22,6 @@ import base64
 import json
 import math
 import re
-import select
-import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,19 +30,16 @@ from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any, ClassVar
-from urllib.parse import urlencode
 
 import aiohttp
-from aiohttp.abc import AbstractStreamWriter
 
 from worker.config import Account, NumberFormat
+from worker.providers.transport import MAX_ANSWER_BYTES, RequestBody, read_answer
 
-MAX_ANSWER_BYTES = 16 * 1024 * 1024  # a provider's answer is read up to this
 MAX_TEXT_CHARS = 1000  # of a provider's id, cost, code or error kept in an outcome
 # Sends of one request, at once, when each connection offered turns out closed
 # by the provider before a byte was written (a server restart closes them all).
 SEND_TRIES = 3
-_READ_CHUNK_BYTES = 64 * 1024
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -255,83 +250,6 @@ def _storable_result(result: RecipientResult) -> RecipientResult:
     return result
 
 
-# Connections that have carried a request: only those can have been closed
-# by the provider while idle in the pool.
-_USED_CONNECTIONS: weakref.WeakSet[object] = weakref.WeakSet()
-
-
-def _closed_by_peer(transport: Any) -> bool:
-    """Whether the provider spoke on an idle connection before our request:
-    its close (FIN or RST, or a last word such as a 408) waits unread, since a
-    worker's loop runs only during a task. HTTP/1.1 servers never speak first."""
-    sock = transport.get_extra_info("socket")
-    if sock is None or not hasattr(select, "poll"):
-        return False
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    return bool(poller.poll(0))
-
-
-class _Body(aiohttp.BytesPayload):
-    """A request's body that knows whether any byte of the request was written.
-
-    aiohttp writes the headers with the body's first write (3.12+), so until
-    `write_with_length` hands bytes to the transport nothing of the request
-    has left: a failure before that is "could not connect", whatever
-    exception aiohttp raises for it (a reused connection closed by the
-    provider surfaces as ``ServerDisconnectedError``, as a lost answer does).
-    """
-
-    def __init__(self, request: HttpRequest) -> None:
-        if request.form is not None:
-            data = urlencode(request.form).encode()
-            content_type = "application/x-www-form-urlencoded"
-        else:
-            data, content_type = json.dumps(request.json).encode(), "application/json"
-        super().__init__(data, content_type=content_type)
-        self.handed_over = False  # bytes of the request may have left
-        self.closed_connection = False  # refused: the provider had closed the connection
-
-    def _hand_over(self, writer: AbstractStreamWriter) -> None:
-        if self.handed_over:
-            return
-        protocol = getattr(writer, "protocol", None)
-        transport = getattr(writer, "transport", None)
-        if writer.output_size == 0 and (  # nothing of this request written yet
-            transport is None
-            or transport.is_closing()
-            or (protocol in _USED_CONNECTIONS and _closed_by_peer(transport))
-        ):
-            self.closed_connection = True
-            raise aiohttp.ClientConnectionResetError("closed by the provider before our request")
-        # No await from here to the transport's write: nothing can come between.
-        self.handed_over = True
-        if protocol is not None:
-            _USED_CONNECTIONS.add(protocol)
-
-    async def write(self, writer: AbstractStreamWriter) -> None:
-        self._hand_over(writer)
-        await super().write(writer)
-
-    async def write_with_length(
-        self, writer: AbstractStreamWriter, content_length: int | None
-    ) -> None:
-        self._hand_over(writer)
-        await super().write_with_length(writer, content_length)
-
-
-async def _read_answer(response: aiohttp.ClientResponse) -> bytes | None:
-    """The body, or None past `MAX_ANSWER_BYTES` (read no further)."""
-    if (response.content_length or 0) > MAX_ANSWER_BYTES:
-        return None
-    body = bytearray()
-    async for chunk in response.content.iter_chunked(_READ_CHUNK_BYTES):
-        body += chunk
-        if len(body) > MAX_ANSWER_BYTES:
-            return None
-    return bytes(body)
-
-
 class Adapter(ABC):
     """Subclasses set the class attributes and implement the two steps."""
 
@@ -415,14 +333,14 @@ class Adapter(ABC):
     ) -> SendResult:
         request = self.build_request(batch, job)
         for _ in range(SEND_TRIES):
-            body = _Body(request)
+            body = RequestBody(request.json, request.form)
             try:
                 async with session.post(
                     self.url(request.path), data=body, headers=request.headers, auth=request.auth
                 ) as response:
                     status = response.status
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                    answer = await _read_answer(response)
+                    answer = await read_answer(response)
             except (TimeoutError, aiohttp.ClientError) as error:
                 if body.closed_connection:
                     continue  # nothing was written: at once, on another connection
