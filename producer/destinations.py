@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -79,6 +80,10 @@ def _literal(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host.split("%", 1)[0])  # fe80::1%eth0: the zone aside
     except ValueError:
+        pass
+    try:  # 127.1, 2130706433, 0x7f.1: what the resolver would read as an IPv4 address
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
         return None
 
 

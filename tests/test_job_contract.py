@@ -183,6 +183,9 @@ PRIVATE = CallbackPolicy(allow_private=True)
         ("https://[fe80::1]/hook", STRICT),
         ("https://0.0.0.0/hook", STRICT),
         ("https://localhost:5555/api/task", STRICT),  # Flower's API
+        ("https://127.1/hook", STRICT),  # shorthand forms of 127.0.0.1
+        ("https://2130706433/hook", STRICT),
+        ("https://0x7f.1/hook", STRICT),
         ("http://example.com/hook", STRICT),
         ("http://example.com/hook", HTTP),  # http only to a loopback address
         ("http://10.1.2.3/hook", HTTP),
