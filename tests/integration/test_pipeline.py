@@ -128,6 +128,27 @@ def test_celery_clients_submit_through_the_ingest_queue(stack: Stack) -> None:
     client.close()
 
 
+def test_celery_submissions_outside_the_input_limits_make_no_job(stack: Stack) -> None:
+    client = Celery("other-app", broker=stack.redis_url, backend=stack.redis_url)
+    job = {"provider": "bulk", "text": "hi", "messages": [{"to": n} for n in ro_numbers(3)]}
+    # A task id that is not a job id: its keys would be job acc-q-evil's block 0.
+    evil = client.send_task(
+        keys.SUBMIT_JOB, args=[job], queue=keys.INGEST_QUEUE, task_id="acc-q-evil:m:0"
+    )
+    answer = evil.get(timeout=60)
+    assert set(answer) == {"error"} and "task id" in answer["error"]
+    # Half an emoji, as kombu's JSON carries it ("\ud83d").
+    cut = dict(job, messages=[{"to": ro_numbers(1)[0], "ref": "\ud83d"}])
+    answer = client.send_task(keys.SUBMIT_JOB, args=[cut], queue=keys.INGEST_QUEUE).get(60)
+    assert [e["field"] for e in answer["errors"]] == ["messages[0].ref"]
+    connection = stack.redis()
+    assert connection.keys(f"{keys.PREFIX}:job:acc-q-evil*") == []
+    listed = connection.zrange(keys.JOBS_INDEX, 0, -1)
+    assert not any(job_id.startswith(b"acc-q-evil") for job_id in listed)
+    connection.close()
+    client.close()
+
+
 def test_logs_carry_no_credential_and_no_full_phone_number(stack: Stack) -> None:
     producer = stack.producer()
     job_id = producer.submit(
