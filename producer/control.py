@@ -5,6 +5,12 @@ honour the state: a provider request starts only while its job is
 ``running`` or ``queued`` (checked in the same script that marks the request
 ``sending``), so after ``pause`` or ``cancel`` returns no new request starts;
 requests already in flight finish and are recorded.
+
+A transition that takes more than one step never leaves a job half way:
+``retry`` reopens the job and records on it the reset it owes, which its
+caller, or else the plan task (worker/tasks.py), finishes; ``cancel`` keeps
+the job watched until its sweep has settled every recipient
+(worker/watchdog.py publishes the sweep again if it never ran).
 """
 
 from __future__ import annotations
@@ -229,11 +235,13 @@ def reset_outcomes(client: redis.Redis, job_id: str, budget_s: float | None = No
         return True
     started = time.monotonic()
     script = client.register_script(_RESET_OUTCOMES)
-    for block_no in range(int(raw_next or 0), block_count(int(raw_total or 0))):
-        if budget_s is not None and time.monotonic() - started > budget_s:
-            return False
+    n_blocks = block_count(int(raw_total or 0))
+    for block_no in range(int(raw_next or 0), n_blocks):
         block = keys.outcomes(job_id, block_no)
         script(keys=[keys.job(job_id), block], args=[block_no, repr(now_s())])
+        out_of_time = budget_s is not None and time.monotonic() - started > budget_s
+        if out_of_time and block_no + 1 < n_blocks:
+            return False  # one block at least each time: every call gets on
     return True
 
 

@@ -171,9 +171,12 @@ def test_a_reset_out_of_budget_says_so_and_the_next_call_goes_on(producer: Produ
     client = producer.redis
     job_id = failed_job(producer)
     control.reopen_for_retry(client, job_id, ["failed"])
+    assert not control.continue_retry(client, job_id, budget_s=-1.0)  # one block
+    assert client.hget(keys.job(job_id), "retry_next") == b"1"
+    assert producer.status(job_id).counts["pending"] == 500
     assert not control.continue_retry(client, job_id, budget_s=-1.0)
-    assert client.hget(keys.job(job_id), "retry") is not None
-    assert control.continue_retry(client, job_id, budget_s=60.0)
+    assert control.continue_retry(client, job_id, budget_s=-1.0)  # the last block
+    assert client.hget(keys.job(job_id), "retry") is None
     assert producer.status(job_id).counts["pending"] == 1250
 
 
