@@ -116,21 +116,32 @@ local key, at, page = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local wanted, every = {}, #ARGV == 3
 for i = 4, #ARGV do wanted[ARGV[i]] = true end
 local kinds = {send_chunk = true, plan_job = true, cancel_job = true}
-local groups, order, odd = {}, {}, {}
+local groups, order, odd = {send_chunk = {}, plan_job = {}, cancel_job = {}}, {}, {}
 local function look(raw)
   local _, stop = string.find(raw, '"task": "smsbulk.', 1, true)
   if not stop then return end
-  local task = string.match(raw, '^([%a_]+)"', stop + 1)
-  if not task or not kinds[task] then return end
   local _, from = string.find(raw, '"argsrepr": "job_id=', stop, true)
-  local job, rest
-  if from then job, rest = string.match(raw, '^([^",]+)([^"]*)"', from + 1) end
-  local number = rest == '' and 0 or (rest and tonumber(string.match(rest, '^, [%a_]+=(%d+)$')))
-  if not number then odd[#odd + 1] = raw return end
+  local task = string.match(raw, '^([%a_]+)"', stop + 1)
+  if not (task and kinds[task]) then return end
+  local job, number
+  if from then
+    job, number = string.match(raw, '^([^",]+), [%a_]+=(%d+)"', from + 1)
+    if not job then
+      job = string.match(raw, '^([^",]+)"', from + 1)
+      number = job and 0
+    end
+  end
+  if not job then odd[#odd + 1] = raw return end
   if not (every or wanted[job]) then return end
-  local group = task .. ':' .. job
-  if not groups[group] then groups[group] = {}; order[#order + 1] = group end
-  table.insert(groups[group], number)
+  local by_job = groups[task]
+  local numbers = by_job[job]
+  if not numbers then
+    numbers = {}
+    by_job[job] = numbers
+    order[#order + 1] = task
+    order[#order + 1] = job
+  end
+  numbers[#numbers + 1] = tonumber(number)
 end
 local seen = 0
 while key <= #KEYS and seen < page do
@@ -149,9 +160,9 @@ while key <= #KEYS and seen < page do
   end
 end
 local references = {}
-for _, group in ipairs(order) do
-  references[#references + 1] = group
-  references[#references + 1] = groups[group]
+for i = 1, #order, 2 do
+  references[#references + 1] = order[i] .. ':' .. order[i + 1]
+  references[#references + 1] = groups[order[i]][order[i + 1]]
 end
 return {key, at, references, odd}
 """
