@@ -56,7 +56,7 @@ from worker.timing import Timing
 T = TypeVar("T")
 REQUESTS_IN_FLIGHT_PER_CHUNK = 4
 INLINE_WAIT_MAX_S = 0.5  # longer waits give the worker back (the chunk is deferred)
-DEFER_WINDOW_MIN_S = 1.0  # deferred chunks come back spread over at least this
+DEFER_WINDOW_MIN_S = 2.0  # chunks deferred again come back spread over at least this
 DEFER_WINDOW_DOUBLINGS_MAX = 16
 
 
@@ -94,22 +94,28 @@ def deferral_s(
 ) -> float:
     """When a chunk refused rate-limit capacity comes back (pure).
 
-    A refusal takes nothing, so every waiting chunk of an account is told
-    the same wait: without jitter they would all come back at once, and all
-    but one find no capacity again. So the chunk comes back after its wait
-    at a random point of a window (at least ``slot_s``, the time one such
-    request takes of the account's rate, and ``DEFER_WINDOW_MIN_S``) that
-    doubles with each deferral in a row: a chunk that keeps finding no
-    capacity is one of many, and many chunks spread thinly over a long
-    window cost a handful of cheap checks each instead of a storm of tasks.
+    A refusal takes nothing, so every chunk of an account refused between
+    two sends is told to come back at the same instant, and all but one of
+    them would find no capacity again. A chunk refused in the middle of a
+    pass (``deferrals`` 0: it did get capacity just before) comes back after
+    its wait plus up to a tenth of it, so that a chunk alone on its account
+    loses next to none of the rate. A chunk refused again before it read
+    anything (``deferrals`` n >= 1 in a row) is one of many: it comes back
+    at a random point of a window after its wait, ``DEFER_WINDOW_MIN_S`` (or
+    the wait, or ``slot_s``, the time one such request takes of the
+    account's rate, if longer) times 2^n, so that many chunks spread thinly
+    over the time the account needs for them cost a handful of cheap checks
+    each, not a storm of tasks.
     Never longer than ``cap_s``; a wait beyond it comes back in its second half.
     """
-    window = max(wait_s, slot_s, DEFER_WINDOW_MIN_S) * 2 ** min(
-        deferrals, DEFER_WINDOW_DOUBLINGS_MAX
-    )
+    draw = (rng or random).uniform
     if wait_s >= cap_s:
-        return (rng or random).uniform(cap_s / 2, cap_s)
-    return min(cap_s, wait_s + (rng or random).uniform(0, window))
+        return draw(cap_s / 2, cap_s)
+    if deferrals <= 0:
+        return min(cap_s, wait_s + draw(0, wait_s / 10))
+    doublings = min(deferrals, DEFER_WINDOW_DOUBLINGS_MAX)
+    window = max(wait_s, slot_s, DEFER_WINDOW_MIN_S) * 2**doublings
+    return min(cap_s, wait_s + draw(0, window))
 
 
 async def defer_unless_capacity(
