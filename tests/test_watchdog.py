@@ -128,11 +128,11 @@ def test_the_snapshot_reads_real_kombu_messages_queued_and_unacked(
         some = watchdog.snapshot(redis_client, ["j1", "j3"])
     assert found.chunks == {"j1": {3, 4, 5}}
     # j3's plan has no argsrepr of ours (Celery's repr of the args): read from its body.
-    assert found.plans == {"j1": [0], "j2": [0], "j3": [40]}
+    assert found.plans == {"j1": {0}, "j2": {0}, "j3": {40}}
     assert found.cancels == {"j4"}
     assert (some.chunks, some.plans, some.cancels) == (
         {"j1": {3, 4, 5}},
-        {"j1": [0], "j3": [40]},
+        {"j1": {0}, "j3": {40}},
         set(),
     )
     assert watchdog.snapshot(redis_client, []) == watchdog.Snapshot()
@@ -163,9 +163,10 @@ def test_the_snapshot_pages_through_every_list_and_unacked(
     wanted = ["a", "b", "c"] + [f"x{i}" for i in range(jobs_wanted - 3)]
     found = watchdog.snapshot(redis_client, wanted)
     assert found.chunks == {"a": set(range(7)), "b": set(range(7))}
-    assert found.plans == {"c": [0]}
-    # 10 listed messages, 3 a call; then `unacked` (HSCAN returns a small hash whole).
-    assert calls.count == 4
+    assert found.plans == {"c": {0}}
+    # `unacked` (HSCAN returns a small hash whole), 10 listed messages 3 a call,
+    # `unacked` again with the last of them.
+    assert calls.count == 5
 
 
 # --- the claim -------------------------------------------------------------------------
