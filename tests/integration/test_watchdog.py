@@ -155,7 +155,13 @@ def test_a_task_popped_by_a_worker_killed_at_once_is_sent_within_recovery_s(
         stack.add_worker(concurrency=2)
         numbers = ro_numbers(KILL_CHUNKS * BATCH, start=700_000)
         job_id = submit(stack, numbers, "at_least_once", "fast")
-        wait_until(lambda: stack.sandbox_get("/_sandbox/stats")["items"] >= 3 * BATCH, 60, "sends")
+
+        def sending() -> bool:
+            for worker in stack.workers:
+                assert worker.alive(), f"{worker.name} died:\n{worker.output()[-3000:]}"
+            return bool(stack.sandbox_get("/_sandbox/stats")["items"] >= 3 * BATCH)
+
+        wait_until(sending, 60, "the first sends", interval_s=0.2)
         wait_until(lambda: send_chunks_waiting(client) >= CHUNKS, 30, "chunks queued")
         victim.kill_group(signal.SIGKILL)
         killed_at = time.time()
