@@ -113,6 +113,7 @@ def test_the_snapshot_reads_real_kombu_messages_queued_and_unacked(
     enqueue_plan(celery, "j1", "normal")
     enqueue_plan(celery, "j2", "high")
     celery.send_task(keys.PLAN_JOB, args=["j3", 40], queue=keys.NORMAL_QUEUE)
+    celery.send_task(keys.SEND_CHUNK, args=["j1", 9], queue=keys.NORMAL_QUEUE)  # another client's
     send_chunk(celery, "j1", 3)
     send_chunk(celery, "j1", 4, countdown=5)  # an ETA task
     send_chunk(celery, "j1", 5, priority=5)  # a priority step's own list
@@ -126,12 +127,13 @@ def test_the_snapshot_reads_real_kombu_messages_queued_and_unacked(
         assert delivered is not None and redis_client.hlen(watchdog.KOMBU_UNACKED) == 1
         found = watchdog.snapshot(redis_client)
         some = watchdog.snapshot(redis_client, ["j1", "j3"])
-    assert found.chunks == {"j1": {3, 4, 5}}
-    # j3's plan has no argsrepr of ours (Celery's repr of the args): read from its body.
+    assert found.chunks == {"j1": {3, 4, 5, 9}}
+    # j3's plan and j1's chunk 9 have no argsrepr of ours (Celery's repr of
+    # the args): read from their bodies.
     assert found.plans == {"j1": {0}, "j2": {0}, "j3": {40}}
     assert found.cancels == {"j4"}
     assert (some.chunks, some.plans, some.cancels) == (
-        {"j1": {3, 4, 5}},
+        {"j1": {3, 4, 5, 9}},
         {"j1": {0}, "j3": {40}},
         set(),
     )
