@@ -37,11 +37,14 @@ from worker.rate_limit import Decision, Limits, RateLimiter
 from worker.results_store import ResultsStore, new_token
 from worker.runtime import Runtime
 from worker.sending import (
-    DEFER_WINDOW_MIN_S,
+    DEFERRED_GRACE_S,
     REQUESTS_IN_FLIGHT_PER_CHUNK,
+    RETURNS_PER_SLOT,
     ChunkSender,
     PassResult,
     deferral_s,
+    deferred_key,
+    note_deferred,
 )
 from worker.tasks import _send_chunk
 from worker.timing import Timing
@@ -307,23 +310,35 @@ class FakeLimiter:
         return Decision(False, self.wait_s, 1.0)
 
 
-def test_deferral_is_spread_after_the_wait_over_a_window_doubling_per_deferral() -> None:
+def test_deferral_is_spread_over_the_time_the_account_needs_for_its_waiting_chunks() -> None:
     rng = random.Random(1)
     cap_s = 96.0
-    # Refused mid-pass: back after the wait, plus up to a tenth of it.
-    first = [deferral_s(0.8, 0.01, 0, cap_s, rng) for _ in range(500)]
-    assert min(first) >= 0.8 and max(first) <= 0.88 and max(first) - min(first) > 0.06
-    # Refused again before reading anything: a window doubling per deferral.
-    for deferrals, window_s in [(1, 2 * DEFER_WINDOW_MIN_S), (3, 8 * DEFER_WINDOW_MIN_S)]:
-        draws = [deferral_s(0.3, 0.01, deferrals, cap_s, rng) for _ in range(500)]
-        assert min(draws) >= 0.3 and max(draws) <= 0.3 + window_s
-        assert max(draws) - min(draws) > 0.8 * window_s  # spread, not one instant
-    slow = [deferral_s(2.0, 5.0, 1, cap_s, rng) for _ in range(500)]  # one slot is 5 s
-    assert min(slow) >= 2.0 and max(slow) <= 12.0 and max(slow) - min(slow) > 8.0
-    capped = [deferral_s(0.5, 1.0, 30, cap_s, rng) for _ in range(500)]
+    # Alone: back after the wait, plus up to a tenth of it.
+    alone = [deferral_s(0.8, 0.5, 0, cap_s, rng) for _ in range(500)]
+    assert min(alone) >= 0.8 and max(alone) <= 0.88 and max(alone) - min(alone) > 0.06
+    # 60 others waiting, a request every 0.5 s: spread over 60 x 0.5 / 3 = 10 s.
+    many = [deferral_s(0.3, 0.5, 60, cap_s, rng) for _ in range(500)]
+    window_s = 60 * 0.5 / RETURNS_PER_SLOT
+    assert min(many) >= 0.3 and max(many) <= 0.3 + window_s
+    assert max(many) - min(many) > 0.9 * window_s  # spread, not one instant
+    capped = [deferral_s(0.5, 1.0, 10_000, cap_s, rng) for _ in range(500)]
     assert max(capped) <= cap_s
     beyond = [deferral_s(500.0, 1.0, 0, cap_s, rng) for _ in range(500)]
     assert cap_s / 2 <= min(beyond) and max(beyond) <= cap_s
+
+
+def test_deferred_chunks_are_counted_per_account_until_they_get_capacity(
+    producer: Producer, redis_url: str
+) -> None:
+    async def scenario(client: aioredis.Redis) -> list[int]:
+        counts = [await note_deferred(client, "bulk", "j", chunk, 10.0) for chunk in range(5)]
+        counts.append(await note_deferred(client, "bulk", "j", 0, 10.0))  # again: not twice
+        counts.append(await note_deferred(client, "other", "j", 0, 10.0))
+        return counts
+
+    assert on_valkey(redis_url, scenario) == [0, 1, 2, 3, 4, 4, 0]
+    key = deferred_key("bulk")
+    assert 0 < producer.redis.ttl(key) <= 10 + DEFERRED_GRACE_S + 1
 
 
 def test_a_pass_without_capacity_defers_its_chunk_after_a_few_limiter_calls(
@@ -339,7 +354,7 @@ def test_a_pass_without_capacity_defers_its_chunk_after_a_few_limiter_calls(
     )
     assert adapter.posts == []
     assert len(limiter.costs) <= REQUESTS_IN_FLIGHT_PER_CHUNK  # not one per request (40)
-    assert result.deferred_parts == 1 and not result.deferred_again
+    assert result.deferred_parts == 1
     assert result.next_pass_in_s is not None and 5.0 <= result.next_pass_in_s <= 5.5
     assert request_states(producer.redis, job_id) == Counter()  # planned requests forgotten
 
@@ -354,7 +369,7 @@ def test_a_deferred_chunk_reads_nothing_until_its_account_has_capacity(
     adapter = FakeAdapter(ACCOUNT)
     limiter = FakeLimiter(wait_s=2.0)
 
-    async def deferred_task(c: aioredis.Redis, parts: int, deferrals: int) -> PassResult:
+    async def deferred_task(c: aioredis.Redis, parts: int) -> PassResult:
         store = ResultsStore(c)
         job = await store.job(job_id)
         assert job is not None
@@ -365,52 +380,20 @@ def test_a_deferred_chunk_reads_nothing_until_its_account_has_capacity(
             adapter=lambda account: adapter,
             session=None,
         )
-        return await _send_chunk(cast(Runtime, runtime), job, 0, parts, deferrals)
+        return await _send_chunk(cast(Runtime, runtime), job, 0, parts)
 
-    again = on_valkey(redis_url, lambda c: deferred_task(c, 1, 3))
+    again = on_valkey(redis_url, lambda c: deferred_task(c, 1))
     assert limiter.costs == [1] and adapter.posts == []
-    assert again.deferred_again and again.deferred_parts == 1
+    assert again.deferred_parts == 1
     assert (
         again.next_pass_in_s is not None
-        and 2.0 <= again.next_pass_in_s <= 2.0 + DEFER_WINDOW_MIN_S * 2**4
+        and 2.0 <= again.next_pass_in_s <= 2.2  # alone on its account
     )
     assert not client.exists(keys.lease(job_id, 0))  # given back
 
     # With capacity (taken by the check, and used by the first request) the pass runs.
     client.set(keys.block(job_id, 0), block)
     limiter.wait_s, limiter.costs = None, []
-    done = on_valkey(redis_url, lambda c: deferred_task(c, 1, 3))
+    done = on_valkey(redis_url, lambda c: deferred_task(c, 1))
     assert done.chunk_done and sorted(adapter.posts) == [0, 1, 2]
     assert limiter.costs == [1, 1, 1]  # the check paid for the first request: never twice
-
-
-class AlternatingLimiter:
-    """Capacity every other call, after a wait of ``wait_s``: an account
-    that always has a little room soon."""
-
-    def __init__(self, wait_s: float) -> None:
-        self.wait_s = wait_s
-        self.calls = 0
-
-    async def try_acquire(self, account: str, limits: Limits, cost_parts: int) -> Decision:
-        self.calls += 1
-        return Decision(self.calls % 2 == 0, self.wait_s * (self.calls % 2), 1.0)
-
-
-def test_a_pass_waits_inline_half_a_second_in_all_then_gives_its_process_back(
-    producer: Producer, redis_url: str
-) -> None:
-    job_id = personal_job(producer, 40)
-    adapter = FakeAdapter(ACCOUNT)
-    limiter = AlternatingLimiter(wait_s=0.1)
-
-    async def timed(client: aioredis.Redis) -> tuple[PassResult, float]:
-        started = asyncio.get_running_loop().time()
-        result = await one_pass(ResultsStore(client), adapter, job_id, cast(RateLimiter, limiter))
-        return result, asyncio.get_running_loop().time() - started
-
-    result, took_s = on_valkey(redis_url, timed)
-    print(f"\npass took {took_s:.2f} s, sent {len(adapter.posts)} of 40, then deferred")
-    assert 0 < len(adapter.posts) < 40
-    assert result.deferred_parts == 1 and result.next_pass_in_s is not None
-    assert took_s < 0.5 + 2 * LATENCY_S + 0.3

@@ -30,7 +30,9 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import aiohttp
+import redis.asyncio as aioredis
 
+from producer.keys import PREFIX
 from producer.store import StoredOutcome, now_s
 from worker import metrics
 from worker.chunking import chunk_range
@@ -56,8 +58,8 @@ from worker.timing import Timing
 T = TypeVar("T")
 REQUESTS_IN_FLIGHT_PER_CHUNK = 4
 INLINE_WAIT_MAX_S = 0.5  # longer waits give the worker back (the chunk is deferred)
-DEFER_WINDOW_MIN_S = 2.0  # chunks deferred again come back spread over at least this
-DEFER_WINDOW_DOUBLINGS_MAX = 16
+RETURNS_PER_SLOT = 3  # deferred chunks of an account that come back per request it can send
+DEFERRED_GRACE_S = 10.0  # a deferred chunk is counted this long past its latest countdown
 
 
 @dataclass(slots=True)
@@ -68,7 +70,6 @@ class PassResult:
     # > 0: the next pass waits for rate-limit capacity, for a first request of
     # this many parts (it takes them before it reads the chunk again).
     deferred_parts: int = 0
-    deferred_again: bool = False  # deferred before the pass began: nothing was read
 
     @property
     def chunk_done(self) -> bool:
@@ -88,7 +89,7 @@ def request_slot_s(account: Account, parts: int) -> float:
 def deferral_s(
     wait_s: float,
     slot_s: float,
-    deferrals: int,
+    waiting: int,
     cap_s: float,
     rng: random.Random | None = None,
 ) -> float:
@@ -96,35 +97,52 @@ def deferral_s(
 
     A refusal takes nothing, so every chunk of an account refused between
     two sends is told to come back at the same instant, and all but one of
-    them would find no capacity again. A chunk refused in the middle of a
-    pass (``deferrals`` 0: it did get capacity just before) comes back after
-    its wait plus up to a tenth of it, so that a chunk alone on its account
-    loses next to none of the rate. A chunk refused again before it read
-    anything (``deferrals`` n >= 1 in a row) is one of many: it comes back
-    at a random point of a window after its wait, ``DEFER_WINDOW_MIN_S`` (or
-    the wait, or ``slot_s``, the time one such request takes of the
-    account's rate, if longer) times 2^n, so that many chunks spread thinly
-    over the time the account needs for them cost a handful of cheap checks
-    each, not a storm of tasks.
-    Never longer than ``cap_s``; a wait beyond it comes back in its second half.
+    them would find no capacity again. So a chunk comes back after its wait
+    at a random point of a window that grows with the ``waiting`` chunks of
+    its account: they come back spread over the time the account needs for
+    them (``slot_s``, the time one such request takes of the account's rate,
+    each), ``RETURNS_PER_SLOT`` of them per request the account can send. So
+    the account's capacity is always taken, and a backlog of any size costs
+    a few cheap checks per request sent rather than a storm of tasks. A
+    chunk alone comes back after its wait plus up to a tenth of it. Never
+    later than ``cap_s``; a wait beyond it comes back in its second half.
     """
     draw = (rng or random).uniform
     if wait_s >= cap_s:
         return draw(cap_s / 2, cap_s)
-    if deferrals <= 0:
-        return min(cap_s, wait_s + draw(0, wait_s / 10))
-    doublings = min(deferrals, DEFER_WINDOW_DOUBLINGS_MAX)
-    window = max(wait_s, slot_s, DEFER_WINDOW_MIN_S) * 2**doublings
+    window = max(waiting * slot_s / RETURNS_PER_SLOT, wait_s / 10)
     return min(cap_s, wait_s + draw(0, window))
 
 
+def deferred_key(account_name: str) -> str:
+    """The account's chunks waiting for capacity: a sorted set of
+    ``job:chunk`` scored by when each stops counting (``note_deferred``)."""
+    return f"{PREFIX}:deferred:{account_name}"
+
+
+async def note_deferred(
+    client: aioredis.Redis, account_name: str, job_id: str, chunk_no: int, cap_s: float
+) -> int:
+    """List the chunk among its account's deferred chunks (until its longest
+    countdown and a grace have passed, or it gets capacity), and return how
+    many others are listed."""
+    key, now = deferred_key(account_name), now_s()
+    pipe = client.pipeline(transaction=False)
+    pipe.zremrangebyscore(key, "-inf", now)
+    pipe.zadd(key, {f"{job_id}:{chunk_no}": now + cap_s + DEFERRED_GRACE_S})
+    pipe.zcard(key)
+    pipe.expire(key, int(cap_s + DEFERRED_GRACE_S) + 1)
+    _, _, listed, _ = await pipe.execute()
+    return max(int(listed) - 1, 0)
+
+
 async def defer_unless_capacity(
+    store: ResultsStore,
     limiter: RateLimiter,
     account: Account,
     job: JobSpec,
     chunk_no: int,
     parts: int,
-    deferrals: int,
     timing: Timing,
 ) -> PassResult | None:
     """A pass's first step, before it reads or parses anything: take
@@ -132,19 +150,29 @@ async def defer_unless_capacity(
     else of one (None: taken, the pass goes on and its first request uses
     it), or return the deferral that follows: a chunk of a saturated account
     costs one limiter call and no worker time. A chunk past its validity
-    goes on at once, to expire its recipients."""
+    goes on at once, to expire its recipients (and takes nothing: the pass
+    sends nothing then)."""
     deadline = deadline_s(job)
     if deadline is not None and now_s() > deadline:
         return None
-    parts = max(parts, 1)
-    decision = await limiter.try_acquire(account.name, limits_of(account), parts)
+    cost = max(parts, 1)
+    decision = await limiter.try_acquire(account.name, limits_of(account), cost)
     if decision.allowed:
+        if parts:
+            await store.redis.zrem(deferred_key(account.name), f"{job.job_id}:{chunk_no}")
         return None
     metrics.record_rate_wait(account, decision.wait_s, deferred=True)
-    slot_s = request_slot_s(account, parts)
-    wait_s = deferral_s(decision.wait_s, slot_s, deferrals + 1, timing.max_countdown_s)
-    get_logger().debug("chunk_deferred", job_id=job.job_id, chunk=chunk_no, wait_s=round(wait_s, 3))
-    return PassResult(next_pass_in_s=wait_s, deferred_parts=parts, deferred_again=True)
+    cap_s = timing.max_countdown_s
+    waiting = await note_deferred(store.redis, account.name, job.job_id, chunk_no, cap_s)
+    wait_s = deferral_s(decision.wait_s, request_slot_s(account, cost), waiting, cap_s)
+    get_logger().debug(
+        "chunk_deferred",
+        job_id=job.job_id,
+        chunk=chunk_no,
+        wait_s=round(wait_s, 3),
+        waiting=waiting,
+    )
+    return PassResult(next_pass_in_s=wait_s, deferred_parts=cost)
 
 
 async def finish(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -217,7 +245,7 @@ class ChunkSender:
         )
         self.log = get_logger(job_id=job.job_id, chunk=chunk_no, provider=self.account.name)
         self._started = time.monotonic()
-        self._inline_until: float | None = None  # end of the pass's inline waits for capacity
+        self._inline_until: float | None = None  # end of the pass's inline wait for capacity
         self._stopped = False  # a request found the job paused or cancelled
         self._lost = False  # a request found the lease or itself no longer this pass's
         self._deferred: tuple[float, int] | None = None  # (wait, parts) of a refused request
@@ -298,8 +326,12 @@ class ChunkSender:
         deferred_parts = 0
         if self._deferred is not None:
             wait_s, deferred_parts = self._deferred
+            cap_s = self.timing.max_countdown_s
+            waiting = await note_deferred(
+                self.store.redis, self.account.name, self.job.job_id, self.chunk_no, cap_s
+            )
             slot_s = request_slot_s(self.account, deferred_parts)
-            later.append(deferral_s(wait_s, slot_s, 0, self.timing.max_countdown_s))
+            later.append(deferral_s(wait_s, slot_s, waiting, cap_s))
         # The latest of them, so that no retried recipient goes before its backoff.
         return PassResult(
             next_pass_in_s=max(later) if later else None,
@@ -374,12 +406,11 @@ class ChunkSender:
     async def _acquire(self, cost_parts: int) -> float | None:
         """Take rate-limit capacity; None when taken, else the wait to defer.
 
-        A pass waits inline for at most INLINE_WAIT_MAX_S in all, counted
-        from its first refusal, then gives its worker process back: a
-        saturated account's chunks, however many, never hold a process for
-        longer than that while other accounts' chunks wait in the queue.
-        Capacity taken before the pass (``defer_unless_capacity``) pays for
-        the first request."""
+        A pass waits inline at most INLINE_WAIT_MAX_S without getting any
+        capacity, then gives its worker process back: a saturated account's
+        chunks, however many, never hold every process while other accounts'
+        chunks wait in the queue. Capacity taken before the pass
+        (``defer_unless_capacity``) pays for the first request."""
         if self.prepaid_parts:
             cost_parts, self.prepaid_parts = (
                 max(0, cost_parts - self.prepaid_parts),
@@ -390,6 +421,7 @@ class ChunkSender:
         while True:
             decision = await self.limiter.try_acquire(self.account.name, self.limits, cost_parts)
             if decision.allowed:
+                self._inline_until = None
                 return None
             now = time.monotonic()
             if self._inline_until is None:

@@ -70,21 +70,16 @@ def _ids_repr(task: Task) -> str:
 
 
 def enqueue_chunk(
-    job_id: str,
-    chunk_no: int,
-    queue: str,
-    countdown_s: float = 0,
-    parts: int = 0,
-    deferrals: int = 0,
+    job_id: str, chunk_no: int, queue: str, countdown_s: float = 0, parts: int = 0
 ) -> None:
     """A send_chunk task. ``parts`` > 0: the chunk was deferred for
-    rate-limit capacity, for a first request of that many parts, ``deferrals``
-    times in a row (see ``send_chunk``)."""
+    rate-limit capacity, for a first request of that many parts (see
+    ``send_chunk``)."""
     args: list[str | int] = [job_id, chunk_no]
     shown = f"job_id={job_id}, chunk={chunk_no}"
     if parts:
-        args += [parts, deferrals]
-        shown += f", parts={parts}, deferrals={deferrals}"
+        args.append(parts)
+        shown += f", parts={parts}"
     app.send_task(
         keys.SEND_CHUNK, args=args, queue=queue, countdown=countdown_s or None, argsrepr=shown
     )
@@ -202,7 +197,7 @@ def _retry_unknown_account(task: Task, job_id: str, account: str) -> None:
 
 
 @app.task(name=keys.SEND_CHUNK, bind=True)
-def send_chunk(self: Task, job_id: str, chunk_no: int, parts: int = 0, deferrals: int = 0) -> None:
+def send_chunk(self: Task, job_id: str, chunk_no: int, parts: int = 0) -> None:
     """One pass over a chunk, then the next one enqueued if one is due.
 
     A pass first takes rate-limit capacity for its first request (of
@@ -221,7 +216,7 @@ def send_chunk(self: Task, job_id: str, chunk_no: int, parts: int = 0, deferrals
         runtime.run(fail_chunk(runtime.store, job, chunk_no, reason))
         return
     try:
-        result = runtime.run(_send_chunk(runtime, job, chunk_no, parts, deferrals))
+        result = runtime.run(_send_chunk(runtime, job, chunk_no, parts))
     except Exception as error:
         # A bug or a long Redis outage: never drop the chunk silently.
         log.exception("chunk_failed", job_id=job_id, chunk=chunk_no)
@@ -235,20 +230,10 @@ def send_chunk(self: Task, job_id: str, chunk_no: int, parts: int = 0, deferrals
         runtime.run(fail_chunk(runtime.store, job, chunk_no, reason))
         return
     if result.next_pass_in_s is not None:
-        deferred = result.deferred_parts
-        enqueue_chunk(
-            job_id,
-            chunk_no,
-            queue,
-            result.next_pass_in_s,
-            deferred,
-            deferrals + 1 if deferred and result.deferred_again else 0,
-        )
+        enqueue_chunk(job_id, chunk_no, queue, result.next_pass_in_s, result.deferred_parts)
 
 
-async def _send_chunk(
-    runtime: Runtime, job: JobSpec, chunk_no: int, parts: int = 0, deferrals: int = 0
-) -> PassResult:
+async def _send_chunk(runtime: Runtime, job: JobSpec, chunk_no: int, parts: int = 0) -> PassResult:
     """One pass over the chunk of a job read (and found running) by the task,
     once capacity for its first request is taken (``defer_unless_capacity``)."""
     store = runtime.store
@@ -264,7 +249,7 @@ async def _send_chunk(
     try:
         account = runtime.config.accounts[job.spec["provider"]]
         deferred = await defer_unless_capacity(
-            runtime.limiter, account, job, chunk_no, parts, deferrals, TIMING
+            store, runtime.limiter, account, job, chunk_no, parts, TIMING
         )
         if deferred is not None:
             return deferred
