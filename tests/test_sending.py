@@ -11,6 +11,7 @@ import json
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any, TypeVar, cast
 
@@ -23,6 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from producer import Producer, keys
 from producer.store import StoredOutcome, decode_outcome
 from tests.test_control import mark_running
+from tests.test_retention import ACCOUNT as RETENTION_ACCOUNT
 from worker.config import Account
 from worker.providers.base import (
     Adapter,
@@ -51,23 +53,12 @@ from worker.timing import Timing
 
 T = TypeVar("T")
 TIMING = Timing.from_recovery(300)
-ACCOUNT = Account(
+ACCOUNT = replace(
+    RETENTION_ACCOUNT,
     name="bulk",
-    kind="sendbulk",
-    base_url="http://127.0.0.1:9",
-    default_region="RO",
-    sender=None,
     messages_per_second=100_000,
     requests_per_second=100_000,
-    burst_s=1,
-    batch_size=100,
     max_parts=10,
-    max_attempts=3,
-    retry_base_s=1,
-    retry_max_s=10,
-    number_format=None,
-    price_per_part=None,
-    currency=None,
 )
 LATENCY_S = 0.05  # the fake provider's answer time: requests overlap
 
@@ -118,17 +109,11 @@ class FailingCommits(ResultsStore):
         self.fail_for = fail_for
 
     async def commit(
-        self,
-        job_id: str,
-        chunk_no: int,
-        outcomes: dict[int, StoredOutcome],
-        request_id: str = "",
-        token: str = "",
-        done_state: dict[str, Any] | None = None,
+        self, job_id: str, chunk_no: int, outcomes: dict[int, StoredOutcome], *rest: Any
     ) -> str:
-        if request_id and self.fail_for in outcomes:
+        if rest and rest[0] and self.fail_for in outcomes:  # a request's commit
             raise RedisConnectionError("Connection refused (after 10 retries)")
-        return await super().commit(job_id, chunk_no, outcomes, request_id, token, done_state)
+        return await super().commit(job_id, chunk_no, outcomes, *rest)
 
 
 def personal_job(producer: Producer, count: int, policy: str = "at_most_once") -> str:

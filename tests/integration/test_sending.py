@@ -21,8 +21,8 @@ import pytest
 import redis
 
 from producer import keys
-from producer.job import Outcome
 from tests.integration.stack import Stack, add_provider_accounts, elapsed, make_stack, ro_numbers
+from tests.integration.test_rate_limits import results
 from worker.launcher import wait_until
 from worker.watchdog import KOMBU_UNACKED, parse_task
 
@@ -30,14 +30,6 @@ pytestmark = pytest.mark.integration
 
 RECOVERY_S = 30  # task retries and deferrals at most 6 s apart (worker/timing.py)
 SETTINGS = f"\n[settings]\nrecovery_s = {RECOVERY_S}\n"
-
-
-def results(stack: Stack, job_id: str) -> list[Outcome]:
-    producer = stack.producer()
-    try:
-        return list(producer.results(job_id))
-    finally:
-        producer.close()
 
 
 def submit(stack: Stack, job: dict[str, Any]) -> str:
