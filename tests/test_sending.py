@@ -382,3 +382,25 @@ def test_a_deferred_chunk_reads_nothing_until_its_account_has_capacity(
     done = on_valkey(redis_url, lambda c: deferred_task(c, 1))
     assert done.chunk_done and sorted(adapter.posts) == [0, 1, 2]
     assert limiter.costs == [1, 1, 1]  # the check paid for the first request: never twice
+
+
+def test_a_pass_that_lost_its_lease_begins_no_further_request(
+    producer: Producer, redis_url: str
+) -> None:
+    job_id = personal_job(producer, 12)
+    client = producer.redis
+
+    class LeaseTaken(FakeAdapter):
+        async def send(
+            self, session: aiohttp.ClientSession, batch: Sequence[Recipient], job: JobContext
+        ) -> SendResult:
+            if not self.posts:  # another pass takes the chunk (its lease ran out)
+                client.set(keys.lease(job_id, 0), "another-pass")
+            return await super().send(session, batch, job)
+
+    adapter = LeaseTaken(ACCOUNT)
+    result = on_valkey(redis_url, lambda c: one_pass(ResultsStore(c), adapter, job_id))
+    assert result.lost and not result.chunk_done and result.next_pass_in_s is None
+    # Only the requests begun before the lease changed hands were sent.
+    assert len(adapter.posts) <= REQUESTS_IN_FLIGHT_PER_CHUNK
+    assert client.get(keys.lease(job_id, 0)) == b"another-pass"  # not released by the loser

@@ -322,6 +322,8 @@ class ChunkSender:
             },
         )
         waits = await self._send_all(session, dict(zip(request_ids, batches, strict=True)), data)
+        if self._lost:
+            return PassResult(lost=True)  # the chunk's next pass is its new holder's
         later = [wait for wait in waits if wait is not None]
         deferred_parts = 0
         if self._deferred is not None:
