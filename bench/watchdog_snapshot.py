@@ -8,7 +8,8 @@ published once, copied with J jobs' ids and chunk numbers) and ``unacked``
 with a few hundred, then times ``worker.watchdog.snapshot`` for a few jobs
 (the jobs looked at pass their ids to the script), for more jobs than
 ``SNAPSHOT_FILTER_MAX`` (every reference comes back) and, with ``--old``,
-the single script it replaced (every message body in one reply).
+the single script it replaced (every message body in one reply, each
+parsed by the watchdog).
 """
 
 from __future__ import annotations
@@ -149,7 +150,12 @@ def main(argv: list[str] | None = None) -> None:
 
             def old() -> str:
                 raws = cast(list[bytes], client.eval(OLD_SNAPSHOT, len(lists), *lists))
-                return f"{len(raws):,} bodies, {sum(map(len, raws)) / 1e6:,.0f} MB"
+                started = time.perf_counter()
+                parsed = sum(watchdog.parse_task(raw) is not None for raw in raws)
+                return (
+                    f"{len(raws):,} bodies, {sum(map(len, raws)) / 1e6:,.0f} MB, "
+                    f"{parsed:,} parsed by the watchdog in {time.perf_counter() - started:.1f} s"
+                )
 
             measure(client, "the old single script", old)
         client.close()

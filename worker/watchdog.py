@@ -88,7 +88,8 @@ CLAIM_BATCH = 100  # silent jobs claimed at a time
 # Messages a snapshot script reads at a time. Each LRANGE walks the list's
 # nodes to its offset (about 7 kombu messages a node), so a page must be
 # large enough for that walk not to dominate: 1,000,000 queued messages
-# cost 7.1 s of Valkey CPU in pages of 1000, 4.6 s in pages of 5000.
+# cost 7.1 s of Valkey CPU in pages of 1000, 4.6 s in pages of 5000 (a
+# loaded machine; 3.8 s when idle, docs/BENCHMARKS.md).
 SNAPSHOT_PAGE = 5000
 SNAPSHOT_FILTER_MAX = 100  # more jobs looked at: the snapshot returns every job's
 TURN_COST = 20  # a silent pass's turn lasts at least this many times its look
