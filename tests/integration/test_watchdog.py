@@ -1,11 +1,15 @@
 """The watchdog (worker/watchdog.py) with real workers: a task message that
 the broker lost (a worker main process SIGKILLed between kombu's BRPOP and
-its `unacked` record; simulated here by LREM of the message) is enqueued
-again once its job has been silent for the visibility timeout, and the job
-completes with every recipient sent once.
+its `unacked` record) is enqueued again and the job completes with every
+recipient sent once:
 
-`recovery_s` is 30 (tests/integration/test_crash_safety.py): visibility
-timeout, and so the watchdog's stall time, 20 s; it looks every 10 s.
+- with no worker dead (the message removed by LREM), once its job has been
+  silent for the visibility timeout: `recovery_s` 30
+  (tests/integration/test_crash_safety.py), stall time 20 s, a look every 10 s;
+- with the worker that popped it SIGKILLed while its job keeps committing,
+  within `recovery_s` (20 here) of the kill: its heartbeat stops, and the
+  watchdog that finds it dead looks at every job at once.
+
 Every test has its own Valkey server and stops everything it started.
 """
 
