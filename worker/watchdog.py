@@ -30,6 +30,11 @@ lost some other way), from our own store:
   activity (submission, plan, every commit); completion and cancel unlist it.
 - ``smsbulk:job:{id}:done`` has bit ``chunk`` set once the chunk's last pass
   ended with nothing left to send.
+- A cancelled job stays listed until its sweep has settled every recipient
+  (worker/cancelling.py): silent and unsettled, its ``cancel_job`` task is
+  published again (lost by the broker, never published by a producer that
+  died, or given up); settled, it is unlisted. A running job whose every
+  chunk is done gets a plan task, which completes it.
 
 Every ``RESTORE_SWEEP_S`` one watchdog (its turn: ``smsbulk:watchdog:turn``)
 claims the jobs silent for ``stall_s``, the visibility timeout (a
@@ -80,6 +85,7 @@ from producer.store import now_s
 from worker.chunking import chunk_count
 from worker.logs import get_logger
 from worker.periodic import Periodic
+from worker.results_store import finish_if_final
 from worker.timing import HEARTBEAT_S, RESTORE_SWEEP_S, WORKER_DEAD_AFTER_S
 
 log = get_logger()
@@ -360,6 +366,7 @@ class Watchdog(Periodic):
         silent_every_s: float = RESTORE_SWEEP_S,
         dead_after_s: float = WORKER_DEAD_AFTER_S,
         worker: str | None = None,
+        enqueue_cancel: Callable[[str, str], None] | None = None,
     ) -> None:
         super().__init__("smsbulk-watchdog", interval_s)
         self.client = client
@@ -369,6 +376,8 @@ class Watchdog(Periodic):
         self.silent_every_s = silent_every_s
         self.dead_after_s = dead_after_s
         self.heartbeat = Heartbeat(client, worker or worker_id(), interval_s)
+        # (job id, priority); none: cancelled jobs are only unlisted once settled.
+        self.enqueue_cancel = enqueue_cancel or (lambda job_id, priority: None)
 
     def start(self) -> None:
         with contextlib.suppress(redis.RedisError):  # else its thread beats soon
@@ -469,17 +478,37 @@ class Watchdog(Periodic):
             self.client.hmget(keys.job(job_id), ["state", "spec", "total", "chunk_size"]),
         )
         state = raw_state.decode() if raw_state else None
-        if state not in ("queued", "running") or raw_spec is None:
+        if state not in ("queued", "running", "cancelled") or raw_spec is None:
             # Ended or gone: nothing to watch. Paused or scheduled: the
             # resume or the release plans it again, and lists it again.
             self.client.zrem(keys.ACTIVE, job_id)
             return None
         priority = str(json.loads(raw_spec).get("priority", "normal"))
+        if state == "cancelled":
+            self._settle_cancelled(job_id, priority)
+            return None
         if state == "queued":
             return _Silent(job_id, state, priority, [])
         n_chunks = chunk_count(int(raw_total or 0), int(raw_chunk_size or 0) or keys.BLOCK_SIZE)
         chunks = open_chunks(self.client, job_id, n_chunks)
-        return _Silent(job_id, state, priority, chunks) if chunks else None
+        if not chunks:
+            # Every chunk done or leased. All done and still running: nothing
+            # is left to send, so its plan task ends it (worker/tasks.py).
+            done = cast(bytes | None, self.client.get(keys.done(job_id))) or b""
+            if all(_bit(done, c) for c in range(n_chunks)):
+                self.enqueue_plan(job_id, priority)
+                log.warning("job_end_requested", job_id=job_id)
+            return None
+        return _Silent(job_id, state, priority, chunks)
+
+    def _settle_cancelled(self, job_id: str, priority: str) -> None:
+        """A cancelled job is watched until its sweep has settled every
+        recipient: settled, it is unlisted; else its sweep went silent (its
+        task lost, or given up), and is published again."""
+        if finish_if_final(self.client, job_id):
+            return
+        self.enqueue_cancel(job_id, priority)
+        log.warning("cancel_task_requeued", job_id=job_id)
 
     def _requeue_chunks(self, job: _Silent, found: Snapshot) -> int:
         referenced = found.chunks.get(job.job_id, set())
