@@ -260,6 +260,19 @@ def test_jobs_that_ended_before_the_listing_are_backfilled(producer: Producer) -
         assert_listed_at_its_end(producer, job_id)
 
 
+def test_a_cancelled_job_whose_sweep_never_settled_is_watched_again(producer: Producer) -> None:
+    """Cancelled before this version, its sweep lost: the watchdog settles it
+    only if it is listed as active; a settled cancelled job is not."""
+    client = producer.redis
+    unsettled, settled = submit(producer), submit(producer)
+    for job_id in (unsettled, settled):
+        producer.cancel(job_id)
+    settle(client, settled, {0: "cancelled", 1: "cancelled", 2: "cancelled"})
+    client.delete(keys.ACTIVE)  # as before this version
+    retention.backfill(client)
+    assert [m.decode() for m in client.zrange(keys.ACTIVE, 0, -1)] == [unsettled]
+
+
 def test_a_late_commit_to_a_removed_job_writes_nothing(producer: Producer) -> None:
     client = producer.redis
     job_id = completed_job(producer, 3)

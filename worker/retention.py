@@ -108,18 +108,29 @@ end
 return n
 """
 
-# KEYS: finished set, active set, then one job hash per id. ARGV: now, then
-# the job ids. Lists every ended job not in ``finished`` yet (returns how
-# many), and every queued or running job not in ``active`` (as active now, so
-# that the watchdog, worker/watchdog.py, watches jobs older than it too).
+# KEYS: finished set, active set, then one job hash per id. ARGV: now, the
+# final status codes (JSON), then the job ids. Lists every ended job not in
+# ``finished`` yet (returns how many), and every queued or running job, and
+# every cancelled job whose sweep has not settled it, not in ``active`` (as
+# active now, so that the watchdog, worker/watchdog.py, watches jobs older
+# than it too).
 _BACKFILL = """
+local final = cjson.decode(ARGV[2])
+local function unsettled(job)
+  local done = 0
+  for _, code in ipairs(final) do
+    done = done + tonumber(redis.call('HGET', job, 'n:' .. code) or '0')
+  end
+  return done < tonumber(redis.call('HGET', job, 'total') or '0')
+end
 local added = 0
-for i = 2, #ARGV do
-  local id = ARGV[i]
-  local h = redis.call('HMGET', KEYS[i + 1], 'state', 'finished_at')
+for i = 3, #ARGV do
+  local id, job = ARGV[i], KEYS[i]
+  local h = redis.call('HMGET', job, 'state', 'finished_at')
   if (h[1] == 'completed' or h[1] == 'cancelled') and h[2] then
     added = added + redis.call('ZADD', KEYS[1], 'NX', h[2], id)
-  elseif h[1] == 'queued' or h[1] == 'running' then
+  end
+  if h[1] == 'queued' or h[1] == 'running' or (h[1] == 'cancelled' and unsettled(job)) then
     redis.call('ZADD', KEYS[2], 'NX', ARGV[1], id)
   end
 end
@@ -259,6 +270,7 @@ def backfill(client: redis.Redis) -> int:
                         keys.ACTIVE,
                         *job_keys,
                         repr(now_s()),
+                        json.dumps(FINAL_CODES),
                         *ids,
                     ),
                 )
