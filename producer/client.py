@@ -82,6 +82,27 @@ def enqueue_plan_if_due(client: redis.Redis, celery: Celery, job_id: str, priori
         enqueue_plan(celery, job_id, priority)
 
 
+def publish_plan(client: redis.Redis, celery: Celery, job_id: str, priority: str) -> bool:
+    """``enqueue_plan_if_due`` for a job just stored: False, and a warning, if
+    the publish failed. Raising then would tell the caller the job failed
+    and invite a second submission (every recipient sent twice); the job is
+    stored and listed in smsbulk:active, so the workers' watchdog plans it
+    once it has been silent for the visibility timeout (a scheduled job is
+    released by the workers anyway)."""
+    try:
+        enqueue_plan_if_due(client, celery, job_id, priority)
+    except Exception as error:  # whatever it was: the job exists, and is watched
+        log.warning(
+            "job %s is stored but its plan task was not published (%s: %s); "
+            "the workers' watchdog will plan it within recovery_s",
+            job_id,
+            type(error).__name__,
+            error,
+        )
+        return False
+    return True
+
+
 def broker_app(redis_url: str) -> Celery:
     """A Celery app used only to publish: the producer never imports worker/."""
     app = Celery("smsbulk-producer", broker=redis_url, set_as_current=False)
@@ -124,21 +145,7 @@ class Producer:
         check, messages = open_job(job, self.accounts(), load_policy(self._config_path))
         job_id = check.job_id or uuid.uuid4().hex
         spec = store_job(self.redis, check, messages, job_id)
-        try:
-            enqueue_plan_if_due(self.redis, self.celery, job_id, spec.priority)
-        except Exception as error:  # whatever it was: the job exists, and is watched
-            # Raising now would tell the caller the job failed and invite a
-            # second submission: every recipient sent twice. The job is stored
-            # and listed in smsbulk:active, so the workers' watchdog plans it
-            # once it has been silent for the visibility timeout (a scheduled
-            # job is released by the workers anyway).
-            log.warning(
-                "job %s is stored but its plan task was not published (%s: %s); "
-                "the workers' watchdog will plan it within recovery_s",
-                job_id,
-                type(error).__name__,
-                error,
-            )
+        publish_plan(self.redis, self.celery, job_id, spec.priority)
         return job_id
 
     def status(self, job_id: str) -> JobStatus:

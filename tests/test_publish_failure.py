@@ -118,3 +118,22 @@ def test_http_submit_is_202_with_the_job_id_when_the_publish_fails(
     assert_stored_and_watched(redis_client, job_id, 3)
     assert api("GET", f"/v1/jobs/{job_id}").json()["state"] == "queued"
     assert warned(caplog, job_id)
+
+
+def test_the_celery_submit_task_answers_the_stored_jobs_id_when_its_plan_publish_fails(
+    redis_client: redis.Redis,
+    config_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    publish_fails: list[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tests.test_submission import submit_task
+    from worker import tasks
+
+    monkeypatch.setattr(tasks, "_redis", redis_client)
+    with caplog.at_level(logging.WARNING, logger=PRODUCER_LOGGER):
+        answer = submit_task(job(), "task-publish-fails")
+    assert answer == {"job_id": "task-publish-fails"}
+    assert publish_fails == ["task-publish-fails"]
+    assert_stored_and_watched(redis_client, "task-publish-fails", 3)
+    assert warned(caplog, "task-publish-fails")

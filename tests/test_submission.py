@@ -317,7 +317,7 @@ def task_redis(
 
     monkeypatch.setattr(tasks, "_redis", redis_client)
     # No broker here: a plan the task would publish is recorded instead.
-    monkeypatch.setattr(tasks, "enqueue_plan_if_due", lambda *args: planned.append(args[2]))
+    monkeypatch.setattr(tasks, "publish_plan", lambda *args: planned.append(args[2]))
     return redis_client
 
 

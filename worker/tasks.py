@@ -21,7 +21,7 @@ from producer.client import (
     connect,
     enqueue_cancel,
     enqueue_plan,
-    enqueue_plan_if_due,
+    publish_plan,
     queue_for,
     redis_url_from_env,
 )
@@ -118,7 +118,7 @@ def submit_job(self: Task, job: dict[str, Any]) -> dict[str, Any]:
         # second plan task.
         log.info("job_submission_redelivered", job_id=job_id)
         priority = str((job_spec(client, job_id) or {}).get("priority", "normal"))
-    enqueue_plan_if_due(client, app, job_id, priority)
+    publish_plan(client, app, job_id, priority)
     return {"job_id": job_id}
 
 
