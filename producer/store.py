@@ -4,7 +4,9 @@ status and results) and the workers (read messages, write outcomes).
 Layout (key names in ``producer.keys``):
 - ``job:{id}`` hash: ``spec`` (the job without its messages, JSON), ``state``,
   ``total``, ``created_at``, ``finished_at``, ``chunk_size`` (set when
-  planned), ``run`` (how many retries have restarted it; absent = 0) and
+  planned), ``run`` (how many retries have restarted it; absent = 0),
+  while a retry's reset is owed ``retry`` (the status codes to reset) and
+  ``retry_next`` (the first block not reset yet; ``producer.control``), and
   one counter ``n:{code}`` per final status (codes in STATUS_CODES).
   Pending = total - sum of the counters.
 - ``job:{id}:m:{block}`` string: the block's messages as a JSON array of
