@@ -6,6 +6,7 @@ Other applications install and import this package only; it never imports
 
 from producer.client import NoSuchJob, Producer
 from producer.control import InvalidRetry, JobStateConflict
+from producer.errors import SmsbulkError
 from producer.job import Job, JobExists, JobRefused, JobSpec, JobStatus, Message, Outcome
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "NoSuchJob",
     "Outcome",
     "Producer",
+    "SmsbulkError",
 ]

@@ -19,6 +19,7 @@ from typing import Any, cast
 import redis
 
 from producer import keys
+from producer.errors import SmsbulkError
 
 KINDS = ("gosms", "sendbulk", "uspeedo", "voipcomm")
 # Template providers send a provider-side template with parameters, not our text.
@@ -27,7 +28,7 @@ TEMPLATE_KINDS = frozenset({"uspeedo"})
 SENDER_REQUIRED_KINDS = frozenset({"uspeedo"})
 
 
-class ConfigError(Exception):
+class ConfigError(SmsbulkError):
     """The configuration is missing or malformed; the message names the key."""
 
 

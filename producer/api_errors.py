@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 
 from producer import InvalidRetry, JobExists, JobRefused, JobStateConflict, NoSuchJob
 from producer.accounts import ConfigError
+from producer.errors import SmsbulkError
 
 log = structlog.get_logger("smsbulk.api")
 
@@ -22,7 +23,7 @@ UNAUTHORIZED = (
 )
 
 
-class Invalid(Exception):
+class Invalid(SmsbulkError):
     """A query parameter or body field the API refuses (422)."""
 
     def __init__(self, field: str, msg: str) -> None:
@@ -30,7 +31,7 @@ class Invalid(Exception):
         self.errors = [{"field": field, "msg": msg, "type": "value_error"}]
 
 
-class StreamBroken(Exception):
+class StreamBroken(SmsbulkError):
     """A streamed answer failed after its headers were sent; the connection is dropped."""
 
 

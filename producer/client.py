@@ -20,6 +20,7 @@ from producer import control, keys
 from producer.accounts import AccountInfo, load_accounts
 from producer.control import JobStateConflict
 from producer.destinations import load_policy
+from producer.errors import SmsbulkError
 from producer.job import Job, JobStatus, Outcome
 from producer.store import iter_outcomes, job_spec, read_status
 from producer.submission import store_job
@@ -33,7 +34,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 log = logging.getLogger("smsbulk.producer")
 
 
-class NoSuchJob(Exception):
+class NoSuchJob(SmsbulkError):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"no such job: {job_id}")
         self.job_id = job_id

@@ -22,6 +22,7 @@ from typing import cast
 import redis
 
 from producer import keys
+from producer.errors import SmsbulkError
 from producer.job import FINAL_STATUSES
 from producer.store import STATUS_CODES, block_count, now_s
 
@@ -163,11 +164,11 @@ return redis.call('HINCRBY', KEYS[1], 'run', 1)
 """
 
 
-class JobStateConflict(Exception):
+class JobStateConflict(SmsbulkError):
     """The job's state does not allow what was asked (HTTP 409, exit 1)."""
 
 
-class InvalidRetry(ValueError):
+class InvalidRetry(SmsbulkError, ValueError):
     """Statuses that retry does not take (HTTP 422, exit 2)."""
 
 

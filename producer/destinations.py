@@ -19,12 +19,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from producer.accounts import ConfigError, read_config_file
+from producer.errors import SmsbulkError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 SETTINGS_KEYS = ("callback_allow_private", "callback_allow_http")
 
 
-class DestinationRefused(ValueError):
+class DestinationRefused(SmsbulkError, ValueError):
     """A callback destination that the rules refuse; the message says why."""
 
 

@@ -21,6 +21,8 @@ from pydantic import (
     field_validator,
 )
 
+from producer.errors import SmsbulkError
+
 JOB_ID_FORM = "[A-Za-z0-9._-]{1,64}"
 JOB_ID_PATTERN = f"^{JOB_ID_FORM}$"
 _JOB_ID = re.compile(JOB_ID_PATTERN)
@@ -142,7 +144,7 @@ class JobStatus(BaseModel):
     finished_at: datetime | None = None
 
 
-class JobRefused(ValueError):
+class JobRefused(SmsbulkError, ValueError):
     """A job refused whole at submission; nothing of it was queued."""
 
     def __init__(self, errors: list[dict[str, Any]]) -> None:
@@ -150,7 +152,7 @@ class JobRefused(ValueError):
         super().__init__("; ".join(f"{e['field']}: {e['msg']}" for e in errors))
 
 
-class JobExists(Exception):
+class JobExists(SmsbulkError):
     """A job with this id exists already."""
 
     def __init__(self, job_id: str) -> None:

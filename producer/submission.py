@@ -21,6 +21,7 @@ import redis
 from redis.exceptions import RedisError
 
 from producer import keys
+from producer.errors import SmsbulkError
 from producer.job import JobExists, JobSpec
 from producer.store import encode_block, now_s
 from producer.validation import JobCheck
@@ -57,7 +58,7 @@ return 1
 """
 
 
-class UploadExpired(Exception):
+class UploadExpired(SmsbulkError):
     """The submission took longer than its staged blocks live; nothing was stored."""
 
 

@@ -27,6 +27,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 from producer.destinations import CallbackPolicy, DestinationRefused
+from producer.errors import SmsbulkError
 from worker.config import SettingsTable
 
 SIGNATURE_HEADER = "X-Smsbulk-Signature"
@@ -35,7 +36,7 @@ MAX_ATTEMPTS = 5
 TIMEOUT_S = 10.0
 
 
-class CallbackFailed(Exception):
+class CallbackFailed(SmsbulkError):
     pass
 
 

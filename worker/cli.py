@@ -27,11 +27,12 @@ from producer import (
 )
 from producer.accounts import ConfigError
 from producer.api_results import BATCH_RECORDS, ENCODERS
+from producer.errors import SmsbulkError
 from producer.job import Outcome, is_job_id, job_schema
 from worker.progress import wait_for_job
 
 
-class UsageError(Exception):
+class UsageError(SmsbulkError):
     """Invalid input: exit 2."""
 
 

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from producer.errors import SmsbulkError
 from producer.store import StoredOutcome
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ PART_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 WAIT_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 
 
-class MetricsConfigError(Exception):
+class MetricsConfigError(SmsbulkError):
     """SMSBULK_METRICS_PORT is malformed."""
 
 

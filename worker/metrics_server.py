@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+from producer.errors import SmsbulkError
 from worker.metrics import MULTIPROC_ENV, metrics_port
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ DEFAULT_HOST = "127.0.0.1"
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live[a-z]*_(\d+)\.db$")
 
 
-class MetricsPortBusy(Exception):
+class MetricsPortBusy(SmsbulkError):
     def __init__(self, host: str, port: int, error: OSError) -> None:
         super().__init__(
             f"cannot serve metrics on {host}:{port} ({error.strerror or error}); "

@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 
+from producer.errors import SmsbulkError
 from worker.config import Account, NumberFormat
 from worker.providers.transport import MAX_ANSWER_BYTES, RequestBody, read_answer
 
@@ -108,7 +109,7 @@ class SendResult:
     bad_credentials: bool = False
 
 
-class MalformedResponse(Exception):
+class MalformedResponse(SmsbulkError):
     pass
 
 
