@@ -11,7 +11,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY producer ./producer
 COPY worker ./worker
-RUN pip install . && rm -rf /app/build
+RUN pip install '.[flower]' && rm -rf /app/build
 
 # Provider accounts are mounted read-only at /config; secrets come from the
 # environment, never from the image.

@@ -167,7 +167,7 @@ def test_ports(services: dict[str, dict[str, Any]]) -> None:
 def test_dockerfile_builds_a_non_root_image() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, re.M)
-    assert re.search(r"pip install \.(\s|$)", dockerfile)
+    assert re.search(r"pip install '\.\[flower\]'(\s|$)", dockerfile)  # the project, with Flower
     users = re.findall(r"^USER\s+(\S+)", dockerfile, re.M)
     assert users and users[-1] not in ("root", "0")
     ignored = (ROOT / ".dockerignore").read_text().split()

