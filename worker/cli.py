@@ -330,45 +330,58 @@ PRODUCER_COMMANDS: dict[str, Callable[[argparse.Namespace, Producer], int]] = {
 }
 
 
+# Commands that need no producer (no Redis connection made for them).
+STANDALONE_COMMANDS = {
+    "sandbox": cmd_sandbox,
+    "demo": cmd_demo,
+    "api": cmd_api,
+}
+# The errors a command reports in one line: (prefix, exit code); others are bugs.
+REPORTED: tuple[tuple[tuple[type[SmsbulkError], ...], str, int], ...] = (
+    ((UsageError, JobRefused, InvalidRetry), "invalid input: ", 2),
+    ((ConfigError,), "configuration error: ", 2),
+    ((NoSuchJob,), "no such job: ", 1),
+    ((JobExists,), "job exists: ", 1),
+    ((JobStateConflict,), "", 1),
+)
+
+
+def run_command(args: argparse.Namespace, worker_args: list[str] | None) -> int:
+    if worker_args is not None:
+        return cmd_worker(args, worker_args)
+    if args.command == "schema":
+        return cmd_schema(args, None)
+    if args.command in STANDALONE_COMMANDS:
+        return STANDALONE_COMMANDS[args.command](args)
+    job_id = getattr(args, "job_id", None)
+    if job_id is not None and not is_job_id(job_id):
+        raise NoSuchJob(job_id)  # no Redis key is built from an id of another form
+    producer = Producer(args.redis_url)
+    try:
+        return PRODUCER_COMMANDS[args.command](args, producer)
+    finally:
+        producer.close()
+
+
+def report(error: SmsbulkError) -> int:
+    """One line on stderr for an error the user can act on; its exit code."""
+    for types, prefix, code in REPORTED:
+        if isinstance(error, types):
+            said = error.job_id if isinstance(error, NoSuchJob | JobExists) else error
+            print(f"smsbulk: {prefix}{said}", file=sys.stderr)
+            return code
+    raise error
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     worker_args = argv[1:] if argv[:1] == ["worker"] else None
     args = parser.parse_args(["worker"] if worker_args is not None else argv)
     try:
-        if worker_args is not None:
-            return cmd_worker(args, worker_args)
-        if args.command == "schema":
-            return cmd_schema(args, None)
-        if args.command == "sandbox":
-            return cmd_sandbox(args)
-        if args.command == "demo":
-            return cmd_demo(args)
-        if args.command == "api":
-            return cmd_api(args)
-        job_id = getattr(args, "job_id", None)
-        if job_id is not None and not is_job_id(job_id):
-            raise NoSuchJob(job_id)  # no Redis key is built from an id of another form
-        producer = Producer(args.redis_url)
-        try:
-            return PRODUCER_COMMANDS[args.command](args, producer)
-        finally:
-            producer.close()
-    except (UsageError, JobRefused, InvalidRetry) as error:
-        print(f"smsbulk: invalid input: {error}", file=sys.stderr)
-        return 2
-    except ConfigError as error:
-        print(f"smsbulk: configuration error: {error}", file=sys.stderr)
-        return 2
-    except NoSuchJob as error:
-        print(f"smsbulk: no such job: {error.job_id}", file=sys.stderr)
-        return 1
-    except JobExists as error:
-        print(f"smsbulk: job exists: {error.job_id}", file=sys.stderr)
-        return 1
-    except JobStateConflict as error:
-        print(f"smsbulk: {error}", file=sys.stderr)
-        return 1
+        return run_command(args, worker_args)
+    except SmsbulkError as error:
+        return report(error)
     except KeyboardInterrupt:
         return 1
 

@@ -543,6 +543,22 @@ def _faulty_stack(url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         stack.stop()
 
 
+def assert_request_history(history: dict[int, list[dict[str, Any]]], policy: str) -> None:
+    """Per request: attempts 1..n, n <= max_attempts, and after a 429 the
+    next attempt waits Retry-After (1 s)."""
+    assert len(history) == FAULTY_JOB // FAULT_BATCH
+    after_429 = []
+    for events in history.values():
+        assert [e["attempt"] for e in events] == list(range(1, len(events) + 1))
+        assert len(events) <= MAX_ATTEMPTS
+        for previous, following in zip(events, events[1:], strict=False):
+            if policy == "at_most_once":  # only a 5xx or 429 is sent again
+                assert previous["http_status"] in (500, 429)
+            if previous["http_status"] == 429:
+                after_429.append(following["start_s"] - previous["end_s"])
+    assert after_429 and min(after_429) >= 1.0 - 0.01
+
+
 @pytest.mark.parametrize("policy", ["at_most_once", "at_least_once"])
 def test_faults_follow_the_failure_semantics_table(faulty_stack: Stack, policy: str) -> None:
     stack = faulty_stack
@@ -586,18 +602,7 @@ def test_faults_follow_the_failure_semantics_table(faulty_stack: Stack, policy: 
 
     # Per request (one per chunk here), from the workers' logs: attempts 1..n,
     # n <= max_attempts, and after a 429 the next attempt waits Retry-After (1 s).
-    history = provider_requests(stack, job_id)
-    assert len(history) == FAULTY_JOB // FAULT_BATCH
-    after_429 = []
-    for events in history.values():
-        assert [e["attempt"] for e in events] == list(range(1, len(events) + 1))
-        assert len(events) <= MAX_ATTEMPTS
-        for previous, following in zip(events, events[1:], strict=False):
-            if policy == "at_most_once":  # only a 5xx or 429 is sent again
-                assert previous["http_status"] in (500, 429)
-            if previous["http_status"] == 429:
-                after_429.append(following["start_s"] - previous["end_s"])
-    assert after_429 and min(after_429) >= 1.0 - 0.01
+    assert_request_history(provider_requests(stack, job_id), policy)
 
     if policy == "at_most_once":
         # A timed-out or unreadable answer is `unknown` and never sent again:
