@@ -255,16 +255,21 @@ def test_a_request_begins_only_under_its_passes_lease_while_pending(
     client.set(keys.lease(job_id, 0), "mine")
     sending = {"s": "sending", "a": 1, "t": 0, "k": "req-token", "i": [0]}
 
-    def begin(request_id: str, token: str) -> str:
+    def begin(request_id: str, token: str, state: dict[str, Any] = sending) -> str:
         return on_valkey(
             redis_url,
-            lambda c: ResultsStore(c).begin_request(job_id, 0, request_id, sending, token),
+            lambda c: ResultsStore(c).begin_request(job_id, 0, request_id, state, token),
         )
 
     assert begin("r1", "theirs") == "lease"  # another pass holds the chunk
     assert begin("gone", "mine") == "taken"  # dropped by another pass
     assert begin("r1", "mine") == "begun"
-    assert begin("r1", "mine") == "taken"  # sending already: never twice
+    assert begin("r1", "mine", {**sending, "k": "other"}) == "taken"  # sending: never twice
+    # The same begin again, as redis-py sends it when the reply was lost (a
+    # Redis restart): it is still this request's own, once the lease is gone too.
+    client.delete(keys.lease(job_id, 0))
+    assert begin("r1", "mine") == "begun"
+    client.set(keys.lease(job_id, 0), "mine")
     client.hset(requests, "r2", '{"s":"done","i":[0]}')
     assert begin("r2", "mine") == "taken"  # settled by someone else
     client.delete(keys.lease(job_id, 0))

@@ -151,12 +151,17 @@ def outcome_records(outcomes: dict[int, StoredOutcome]) -> str:
 # that planned it still holds the chunk's lease, and only while it is still
 # pending: never once another pass has dropped, settled or begun it.
 # Returns 'begun', 'stopped' (the job does not run), 'lease' (the pass lost
-# the chunk) or 'taken' (the request is no longer pending).
+# the chunk) or 'taken' (the request is no longer pending). The very same
+# sending state (its request token) is this call run again: redis-py sends a
+# script again when its reply was lost (a Redis restart), and the first run
+# began the request; answering 'taken' then would leave it `sending`, unsent,
+# and make it `unknown`.
 _BEGIN = """
+local current = redis.call('HGET', KEYS[2], ARGV[1])
+if current == ARGV[2] then return 'begun' end
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'running' and state ~= 'queued' then return 'stopped' end
 if redis.call('GET', KEYS[3]) ~= ARGV[3] then return 'lease' end
-local current = redis.call('HGET', KEYS[2], ARGV[1])
 if not current or cjson.decode(current)['s'] ~= 'pending' then return 'taken' end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 return 'begun'
