@@ -22,6 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check producer worker tests bench
 	$(BIN)/ruff format --check producer worker tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)

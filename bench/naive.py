@@ -20,8 +20,8 @@ from celery import Celery
 from bench import naive_app
 from bench.scenarios import TEXT, Scenario, number
 from bench.stack import Stack
-from worker.launcher import Process
-from worker.sandbox import app as sandbox
+from worker.dev.launcher import Process
+from worker.dev.sandbox import app as sandbox
 
 
 def start_worker(stack: Stack, concurrency: int) -> Process:

@@ -24,7 +24,7 @@ from pathlib import Path
 RATE_HZ = 100
 TOP = 15
 
-# "send (worker/sending.py:123)" -> name "send", file "worker/sending.py"
+# "send (worker/pipeline/sending.py:123)" -> name "send", file "worker/pipeline/sending.py"
 _FRAME = re.compile(r"^(?P<name>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 

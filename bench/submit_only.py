@@ -25,7 +25,7 @@ from bench import procfs
 from bench.scenarios import Scenario, build_job, number
 from bench.stack import write_accounts
 from producer import Producer
-from worker.launcher import start_valkey
+from worker.dev.launcher import start_valkey
 
 MB = 1024
 

@@ -5,7 +5,7 @@ its time, its pages and Valkey's CPU, against a fresh Valkey, no workers.
 
 Fills ``smsbulk.normal`` with N real send_chunk messages (a Celery message
 published once, copied with J jobs' ids and chunk numbers) and ``unacked``
-with a few hundred, then times ``worker.watchdog.snapshot`` for a few jobs
+with a few hundred, then times ``worker.background.watchdog.snapshot`` for a few jobs
 (the jobs looked at pass their ids to the script), for more jobs than
 ``SNAPSHOT_FILTER_MAX`` (every reference comes back) and, with ``--old``,
 the single script it replaced (every message body in one reply, each
@@ -23,10 +23,10 @@ from typing import Any, cast
 
 import redis
 
-from producer import keys
 from producer.client import broker_app
-from worker import watchdog
-from worker.launcher import start_valkey
+from producer.core import keys
+from worker.background import watchdog
+from worker.dev.launcher import start_valkey
 
 UNACKED = 500
 FILL_BATCH = 10_000

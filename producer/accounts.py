@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import redis
 
-from producer import keys
+from producer.core import keys
 from producer.errors import SmsbulkError
 
 KINDS = ("gosms", "sendbulk", "uspeedo", "voipcomm")

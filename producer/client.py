@@ -16,13 +16,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from producer import control, keys
+from producer import control
 from producer.accounts import AccountInfo, load_accounts
 from producer.control import JobStateConflict
+from producer.core import keys
+from producer.core.store import iter_outcomes, job_spec, read_status
 from producer.destinations import load_policy
 from producer.errors import SmsbulkError
 from producer.job import Job, JobStatus, Outcome
-from producer.store import iter_outcomes, job_spec, read_status
 from producer.submission import store_job
 from producer.validation import open_job
 
@@ -30,7 +31,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 # stdlib logging, not structlog: an application that imports the producer and
 # configures nothing gets warnings on stderr (structlog's default would print
-# on its stdout); worker.logs routes this logger through its processors.
+# on its stdout); worker.ops.logs routes this logger through its processors.
 log = logging.getLogger("smsbulk.producer")
 
 
@@ -67,13 +68,29 @@ def enqueue_plan(celery: Celery, job_id: str, priority: str) -> None:
 
 
 def enqueue_cancel(celery: Celery, job_id: str, priority: str, countdown_s: float = 0) -> None:
-    """The cancelled job's sweep (worker/cancelling.py)."""
+    """The cancelled job's sweep (worker/pipeline/cancelling.py)."""
     celery.send_task(
         keys.CANCEL_JOB,
         args=[job_id],
         queue=queue_for(priority),
         countdown=countdown_s or None,
         argsrepr=f"job_id={job_id}",
+    )
+
+
+def enqueue_chunk(
+    celery: Celery, job_id: str, chunk_no: int, queue: str, countdown_s: float = 0, parts: int = 0
+) -> None:
+    """A send_chunk task. ``parts`` > 0: the chunk was deferred for
+    rate-limit capacity, for a first request of that many parts (see
+    ``send_chunk``)."""
+    args: list[str | int] = [job_id, chunk_no]
+    shown = f"job_id={job_id}, chunk={chunk_no}"
+    if parts:
+        args.append(parts)
+        shown += f", parts={parts}"
+    celery.send_task(
+        keys.SEND_CHUNK, args=args, queue=queue, countdown=countdown_s or None, argsrepr=shown
     )
 
 

@@ -10,7 +10,7 @@ A transition that takes more than one step never leaves a job half way:
 ``retry`` reopens the job and records on it the reset it owes, which its
 caller, or else the plan task (worker/tasks.py), finishes; ``cancel`` keeps
 the job watched until its sweep has settled every recipient
-(worker/watchdog.py publishes the sweep again if it never ran).
+(worker/background/watchdog.py publishes the sweep again if it never ran).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import cast
 
 import redis
 
-from producer import keys
+from producer.core import keys
+from producer.core.store import STATUS_CODES, block_count, now_s
 from producer.errors import SmsbulkError
 from producer.job import FINAL_STATUSES
-from producer.store import STATUS_CODES, block_count, now_s
 
 FINAL_STATES = ("completed", "cancelled")
 RETRYABLE_STATUSES = ("failed", "unknown", "expired", "cancelled")
@@ -37,7 +37,7 @@ RETRYABLE_STATUSES = ("failed", "unknown", "expired", "cancelled")
 
 # KEYS 5: the done bitmap. ARGV: now, job id. A cancelled job stays watched
 # (active, as of now) until its sweep has settled every recipient: the
-# watchdog publishes the sweep again if it goes silent (worker/watchdog.py).
+# watchdog publishes the sweep again if it goes silent (worker/background/watchdog.py).
 # A retry's reset cut short by the cancel stops there; its run ends, so the
 # sweep looks at every chunk again (the done bits were the previous run's).
 _CANCEL = """
@@ -150,7 +150,7 @@ return n
 # reset the outcomes of every block, every chunk runs again: the bitmap goes,
 # and the job's `run` moves on, so that a pass that read the outcomes before
 # the reset (and found nothing to send) sets no bit, however late it ends
-# (worker/results_store.py); the reset is no longer owed. Once only: returns
+# (worker/store.py); the reset is no longer owed. Once only: returns
 # the job's run, new or not.
 _RESTART_RUN = """
 local run = tonumber(redis.call('HGET', KEYS[1], 'run') or '0')

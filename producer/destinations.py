@@ -1,7 +1,7 @@
 """Where a job's ``callback_url`` may send smsbulk: the rules of INTERFACE.md
 "Input limits", checked at submission (the URL, and its host when it is an
 address) and by the workers when they send (every address the host resolves
-to; ``worker.callbacks`` connects only to those).
+to; ``worker.ops.callbacks`` connects only to those).
 
 https only, to a public address. ``[settings] callback_allow_http = true``
 allows http to a loopback address (and https to one); ``callback_allow_private

@@ -20,10 +20,10 @@ from typing import Any
 import redis
 from redis.exceptions import RedisError
 
-from producer import keys
+from producer.core import keys
+from producer.core.store import encode_block, now_s
 from producer.errors import SmsbulkError
 from producer.job import JobExists, JobSpec
-from producer.store import encode_block, now_s
 from producer.validation import JobCheck
 
 BLOCKS_PER_WRITE = 50  # staged blocks per pipeline round trip (about 1.5 MB)
@@ -32,7 +32,7 @@ DELETE_BATCH = 1000  # keys per DEL when discarding a submission
 # KEYS: the job hash, JOBS_INDEX, SCHEDULED, ACTIVE, then the n staged
 # blocks, then their n final names. If the job exists, the staged blocks are
 # dropped (0). If any staged block has expired, nothing is done (-1).
-# Otherwise the job hash is created (the fields of producer.store's layout),
+# Otherwise the job hash is created (the fields of producer.core.store's layout),
 # every block is renamed into place and made permanent, and a queued job is
 # listed as active (the workers' watchdog re-plans it if its plan task is
 # lost) (1).

@@ -16,8 +16,8 @@ from typing import Annotated, Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from producer import keys
 from producer.accounts import AccountInfo
+from producer.core import keys
 from producer.destinations import CallbackPolicy, DestinationRefused
 from producer.job import Job, JobRefused, JobSpec, Loc, Message, error_records, refusal_from
 

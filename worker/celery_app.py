@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery, signals
 
-from producer import keys
 from producer.accounts import ConfigError, read_config_file
 from producer.client import connect, redis_url_from_env
-from worker.config import SettingsTable, parse_settings
-from worker.timing import DAY_S, Timing
+from producer.core import keys
+from worker.ops.config import SettingsTable, parse_settings
+from worker.ops.timing import DAY_S, Timing
 
 if TYPE_CHECKING:
-    from worker.periodic import Periodic
+    from worker.background.periodic import Periodic
 
 
 def _settings() -> SettingsTable:
@@ -91,7 +91,7 @@ def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
     # Connecting here stops Celery from configuring logging itself.
     import logging
 
-    from worker.logs import configure_logging
+    from worker.ops.logs import configure_logging
 
     level = logging.getLevelName(loglevel) if isinstance(loglevel, int) else loglevel
     configure_logging(level=level or "INFO")
@@ -103,7 +103,7 @@ def _check_config(**_: Any) -> None:
     then publish account names and kinds for producers on other hosts."""
 
     from producer.accounts import AccountInfo, registry_value
-    from worker.config import load_config
+    from worker.ops.config import load_config
 
     try:
         config = load_config()
@@ -132,11 +132,11 @@ _metrics_problem: str | None = None
 @signals.worker_init.connect
 def _start_metrics(**_: Any) -> None:
     """Serve /metrics from the main process, and set the pool's metrics
-    directory before the pool forks (worker/metrics.py explains the order)."""
+    directory before the pool forks (worker/ops/metrics.py explains the order)."""
     global _metrics_server, _metrics_problem
 
-    from worker.metrics import MetricsConfigError
-    from worker.metrics_server import MetricsPortBusy, start_metrics_server
+    from worker.ops.metrics import MetricsConfigError
+    from worker.ops.metrics_server import MetricsPortBusy, start_metrics_server
 
     try:
         _metrics_server = start_metrics_server()
@@ -148,7 +148,7 @@ def _start_metrics(**_: Any) -> None:
 
 @signals.worker_ready.connect
 def _report_metrics(**_: Any) -> None:
-    from worker.logs import get_logger
+    from worker.ops.logs import get_logger
 
     if _metrics_server is not None:
         get_logger().info("metrics_served", host=_metrics_server.host, port=_metrics_server.port)
@@ -164,14 +164,14 @@ def _stop_metrics(**_: Any) -> None:
 
 @signals.worker_process_init.connect
 def _child_metrics(**_: Any) -> None:
-    from worker import metrics
+    from worker.ops import metrics
 
     metrics.child_started()
 
 
 @signals.worker_process_shutdown.connect
 def _child_metrics_done(**_: Any) -> None:
-    from worker import metrics
+    from worker.ops import metrics
 
     metrics.child_stopping()
 
@@ -185,8 +185,8 @@ _background: list[Periodic] = []
 def _start_releaser(**_: Any) -> None:
     """Release scheduled jobs from this worker's main process."""
     from producer.client import enqueue_plan
-    from worker.logs import get_logger
-    from worker.scheduler import Releaser
+    from worker.background.releaser import Releaser
+    from worker.ops.logs import get_logger
 
     client = connect(redis_url_from_env())
     log = get_logger()
@@ -203,25 +203,26 @@ def _start_releaser(**_: Any) -> None:
 @signals.worker_ready.connect
 def _start_sweeper(**_: Any) -> None:
     """Remove jobs past ``retention_days`` from this worker's main process."""
-    from worker.retention import Sweeper
+    from worker.background.retention import Sweeper
 
     _run_in_background(Sweeper(connect(redis_url_from_env()), SETTINGS.retention_days * DAY_S))
 
 
 @signals.worker_ready.connect
 def _start_watchdog(**_: Any) -> None:
-    """Re-enqueue tasks the broker lost (worker/watchdog.py) from this
+    """Re-enqueue tasks the broker lost (worker/background/watchdog.py) from this
     worker's main process."""
-    from producer.client import enqueue_cancel, enqueue_plan
-    from worker.tasks import enqueue_chunk
-    from worker.watchdog import Watchdog
+    from producer.client import enqueue_cancel, enqueue_chunk, enqueue_plan
+    from worker.background.watchdog import Watchdog
 
     _run_in_background(
         Watchdog(
             connect(redis_url_from_env()),
             stall_s=TIMING.visibility_timeout_s,
             enqueue_plan=lambda job_id, priority: enqueue_plan(app, job_id, priority),
-            enqueue_chunk=enqueue_chunk,
+            enqueue_chunk=lambda job_id, chunk_no, queue: enqueue_chunk(
+                app, job_id, chunk_no, queue
+            ),
             enqueue_cancel=lambda job_id, priority: enqueue_cancel(app, job_id, priority),
         )
     )

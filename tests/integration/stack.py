@@ -18,8 +18,8 @@ import redis
 from producer import Producer
 from producer.job import JobStatus
 from tests.conftest import child_env, sandbox_account, write_config
-from worker.launcher import Process, start_sandbox, start_valkey, start_worker, wait_until
-from worker.sandbox import app as sandbox
+from worker.dev.launcher import Process, start_sandbox, start_valkey, start_worker, wait_until
+from worker.dev.sandbox import app as sandbox
 
 
 @dataclass

@@ -14,8 +14,8 @@ import pytest
 import redis
 
 from tests.integration.stack import Stack, make_stack, ro_numbers
-from tests.test_api import TOKEN, Answer, call
-from worker.launcher import Process, free_port, port_open, smsbulk_argv, wait_until
+from tests.producer.api.test_app import TOKEN, Answer, call
+from worker.dev.launcher import Process, free_port, port_open, smsbulk_argv, wait_until
 
 pytestmark = pytest.mark.integration
 

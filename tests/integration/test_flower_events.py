@@ -18,9 +18,10 @@ import redis
 from celery import Celery
 from celery.events import EventReceiver
 
-from producer import Producer, keys
+from producer import Producer
+from producer.core import keys
 from tests.integration.stack import Stack, make_stack, ro_numbers
-from worker.launcher import wait_until
+from worker.dev.launcher import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from tests.integration.stack import Stack, make_stack, ro_numbers
-from worker.launcher import wait_until
+from worker.dev.launcher import wait_until
 
 pytestmark = pytest.mark.integration
 

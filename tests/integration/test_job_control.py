@@ -29,10 +29,11 @@ import pytest
 import redis
 from aiohttp import web
 
-from producer import JobStateConflict, Producer, keys
+from producer import JobStateConflict, Producer
+from producer.core import keys
 from producer.job import JobStatus, Outcome
 from tests.integration.stack import Stack, make_stack, ro_numbers
-from worker.launcher import free_port, smsbulk_argv, wait_until
+from worker.dev.launcher import free_port, smsbulk_argv, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ never ends, against a real Valkey, the sandbox and real worker processes.
 - a cancel right after a worker was SIGKILLed mid-request, and a cancel
   whose ``cancel_job`` message was lost.
 
-Two ``recovery_s`` (worker/timing.py): 50 where the sandbox answers in 2.5-3 s
+Two ``recovery_s`` (worker/ops/timing.py): 50 where the sandbox answers in 2.5-3 s
 (provider request timeout 4.3 s, chunk lease 18 s), 20 where the watchdog
 must step in (visibility timeout, so the watchdog's stall time, 10 s).
 Every test has its own Valkey server and stops everything it started; every
@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from producer import control, keys
+from producer import control
+from producer.core import keys
 from tests.integration.stack import Stack, elapsed, own_server_stack, ro_numbers
 from tests.integration.test_job_control import (
     cli,
@@ -34,7 +35,7 @@ from tests.integration.test_job_control import (
     request_states,
     sent_numbers,
 )
-from worker.launcher import wait_until
+from worker.dev.launcher import wait_until
 
 pytestmark = pytest.mark.integration
 

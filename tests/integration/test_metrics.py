@@ -11,7 +11,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.stack import Stack, make_stack, ro_numbers
-from worker.launcher import free_port, port_open, wait_until
+from worker.dev.launcher import free_port, port_open, wait_until
 
 pytestmark = pytest.mark.integration
 

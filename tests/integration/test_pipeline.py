@@ -9,9 +9,9 @@ import pytest
 import redis
 from celery import Celery
 
-from producer import keys
+from producer.core import keys
 from tests.integration.stack import Stack, make_stack, ro_numbers
-from worker.launcher import wait_until
+from worker.dev.launcher import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ import pytest
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from producer import keys
+from producer.core import keys
 from tests.integration.stack import elapsed, ro_numbers
 from tests.integration.test_crash_safety import submit
 from tests.integration.test_watchdog import BATCH, RECOVERY_BOUND_S, own_stack

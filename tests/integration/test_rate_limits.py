@@ -20,7 +20,7 @@ from celery import Celery
 
 from producer.job import Outcome
 from tests.integration.stack import Stack, make_stack, ro_numbers
-from worker.launcher import wait_until
+from worker.dev.launcher import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -9,13 +9,14 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from producer import NoSuchJob, keys
+from producer import NoSuchJob
+from producer.core import keys
 from tests.integration.stack import Stack, make_stack, ro_numbers
-from worker.launcher import wait_until
+from worker.dev.launcher import wait_until
 
 pytestmark = pytest.mark.integration
 
-RETENTION_S = 2.0  # the workers then sweep every second (worker/timing.py)
+RETENTION_S = 2.0  # the workers then sweep every second (worker/ops/timing.py)
 SETTINGS = f"\n[settings]\nretention_days = {RETENTION_S / 86400!r}\n"
 # One recipient a second: a job of 30 runs far longer than this test.
 SLOW = {"batch_size": 1, "messages_per_second": 1}

@@ -20,15 +20,15 @@ from typing import Any, cast
 import pytest
 import redis
 
-from producer import keys
+from producer.core import keys
 from tests.integration.stack import Stack, add_provider_accounts, elapsed, make_stack, ro_numbers
 from tests.integration.test_rate_limits import results
-from worker.launcher import wait_until
-from worker.watchdog import KOMBU_UNACKED, parse_task
+from worker.background.watchdog import KOMBU_UNACKED, parse_task
+from worker.dev.launcher import wait_until
 
 pytestmark = pytest.mark.integration
 
-RECOVERY_S = 30  # task retries and deferrals at most 6 s apart (worker/timing.py)
+RECOVERY_S = 30  # task retries and deferrals at most 6 s apart (worker/ops/timing.py)
 SETTINGS = f"\n[settings]\nrecovery_s = {RECOVERY_S}\n"
 
 

@@ -1,4 +1,4 @@
-"""The watchdog (worker/watchdog.py) with real workers: a task message that
+"""The watchdog (worker/background/watchdog.py) with real workers: a task message that
 the broker lost (a worker main process SIGKILLed between kombu's BRPOP and
 its `unacked` record) is enqueued again and the job completes with every
 recipient sent once:
@@ -25,11 +25,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer import keys
+from producer.core import keys
 from tests.integration.stack import Stack, elapsed, make_stack, ro_numbers
 from tests.integration.test_crash_safety import SETTINGS, sandbox_number, sent_per_number, submit
-from worker.launcher import start_valkey, wait_until
-from worker.watchdog import parse_task
+from worker.background.watchdog import parse_task
+from worker.dev.launcher import start_valkey, wait_until
 
 pytestmark = pytest.mark.integration
 

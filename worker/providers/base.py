@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 import aiohttp
 
 from producer.errors import SmsbulkError
-from worker.config import Account, NumberFormat
+from worker.providers.account import Account, NumberFormat
 from worker.providers.transport import MAX_ANSWER_BYTES, RequestBody, read_answer
 
 MAX_TEXT_CHARS = 1000  # of a provider's id, cost, code or error kept in an outcome

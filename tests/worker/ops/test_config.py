@@ -1,0 +1,114 @@
+"""Configuration errors stop the worker at start-up, naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from producer.accounts import ConfigError, accounts_from_config, read_config_file
+from producer.destinations import CallbackPolicy, load_policy
+from worker.ops.callbacks import policy_of
+from worker.ops.config import load_config
+
+GOOD = """
+[providers.bulk]
+kind = "sendbulk"
+base_url = "https://bulk.example"
+partner_id = "${PARTNER}"
+api_key = "${KEY}"
+shortcode = "SHORT"
+default_region = "RO"
+"""
+
+
+def load(tmp_path: Path, text: str) -> object:
+    path = tmp_path / "providers.toml"
+    path.write_text(text)
+    return load_config(str(path))
+
+
+def test_credentials_come_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PARTNER", "p-secret")
+    monkeypatch.setenv("KEY", "k-secret")
+    config = load(tmp_path, GOOD)
+    account = config.accounts["bulk"]  # type: ignore[attr-defined]
+    assert account.credentials == {
+        "partner_id": "p-secret",
+        "api_key": "k-secret",
+        "shortcode": "SHORT",
+    }
+    assert (account.batch_size, account.max_parts, account.max_attempts) == (1000, 10, 5)
+    assert (account.messages_per_second, account.requests_per_second, account.burst_s) == (50, 5, 1)
+    assert "k-secret" not in repr(account) and "p-secret" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda t: t.replace('api_key = "${KEY}"\n', ""), "providers.bulk.api_key"),
+        (
+            lambda t: t.replace('kind = "sendbulk"', 'kind = "carrier-pigeon"'),
+            "providers.bulk.kind",
+        ),
+        (
+            lambda t: t.replace('default_region = "RO"', 'default_region = "Romania"'),
+            "providers.bulk.default_region",
+        ),
+        (lambda t: t + "batch_size = 5000\n", "providers.bulk.batch_size"),
+        (lambda t: t + "messages_per_second = -1\n", "providers.bulk.messages_per_second"),
+        (lambda t: t + "colour = 'red'\n", "providers.bulk.colour"),
+        (lambda t: t + "[settings]\nrecovery_s = 'soon'\n", "settings.recovery_s"),
+        (lambda t: t + "[settings]\ncallback_allow_http = 'yes'\n", "settings.callback_allow_http"),
+        (
+            lambda t: t + "[settings]\ncallback_allow_private = 1\n",
+            "settings.callback_allow_private",
+        ),
+        (lambda t: t.replace("${KEY}", "${NOT_SET_ANYWHERE}"), "NOT_SET_ANYWHERE"),
+        (lambda t: "[providers]\n", "providers"),
+        (lambda t: t + "oops = [", "not valid TOML"),
+    ],
+)
+def test_a_bad_setting_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: object, named: str
+) -> None:
+    monkeypatch.setenv("PARTNER", "p")
+    monkeypatch.setenv("KEY", "k")
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load(tmp_path, change(GOOD))  # type: ignore[operator]
+
+
+def test_missing_config_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SMSBULK_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match="SMSBULK_CONFIG"):
+        load_config()
+
+
+def test_producers_read_names_and_kinds_without_resolving_credentials(tmp_path: Path) -> None:
+    path = tmp_path / "providers.toml"
+    path.write_text(GOOD.replace("${KEY}", "${NEVER_SET}"))
+    accounts = accounts_from_config(read_config_file(path))
+    assert accounts["bulk"].kind == "sendbulk"
+
+
+def test_callback_settings_are_read_by_workers_and_producers_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PARTNER", "p")
+    monkeypatch.setenv("KEY", "k")
+    path = tmp_path / "providers.toml"
+    path.write_text(GOOD)
+    assert load_policy(str(path)) == CallbackPolicy()  # https to public addresses only
+    assert policy_of(load_config(str(path)).settings) == CallbackPolicy()
+    path.write_text(
+        GOOD + "[settings]\ncallback_allow_private = true\ncallback_allow_http = true\n"
+    )
+    assert load_policy(str(path)) == CallbackPolicy(allow_private=True, allow_http=True)
+    assert policy_of(load_config(str(path)).settings) == load_policy(str(path))
+    path.write_text(GOOD + "[settings]\ncallback_allow_http = 'yes'\n")
+    with pytest.raises(ConfigError, match=r"settings\.callback_allow_http"):
+        load_policy(str(path))
+    monkeypatch.delenv("SMSBULK_CONFIG", raising=False)
+    assert load_policy() == CallbackPolicy()  # no file: the strict default

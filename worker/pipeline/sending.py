@@ -1,0 +1,562 @@
+"""One pass over a chunk: recover, prepare, group, send, record.
+
+A chunk's provider requests are recorded pending -> sending -> done. A pass
+first settles requests a killed worker left in ``sending`` (the job's
+delivery policy decides: ``unknown`` under at_most_once, sent again under
+at_least_once), then sends every recipient that is still pending, each
+request after taking its parts from the account's global rate limit. It
+returns when the chunk should be looked at again, if it should: after a
+retryable failure's backoff, or when the rate limit has room again.
+
+A pass holds its chunk's lease, and its requests live and die with it: they
+run in one ``asyncio.TaskGroup``, so an exception that escapes one request
+cancels the others before the pass ends (and its lease is released), and a
+request begins only while the pass still holds the lease and the request is
+still pending (one script). A request cancelled mid-POST stays ``sending``
+and the next pass settles it like a killed worker's; a provider's answer
+once read is still recorded. An exception that escapes the adapter (an
+answer it cannot read, or a bug of its own) is that request's answer: whether
+the provider took it is unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from producer.core.keys import PREFIX
+from producer.core.store import StoredOutcome, now_s
+from worker.ops import metrics
+from worker.ops.logs import get_logger
+from worker.ops.timing import Timing
+from worker.pipeline.chunking import chunk_range
+from worker.pipeline.optout import REASON as OPTED_OUT
+from worker.pipeline.optout import opted_out
+from worker.pipeline.outcomes import from_result, is_final, simple
+from worker.pipeline.rate_limit import Limits, RateLimiter
+from worker.pipeline.recipients import Rejection, prepare
+from worker.pipeline.retry import retry_delay_s
+from worker.providers.account import Account
+from worker.providers.base import (
+    Adapter,
+    JobContext,
+    Recipient,
+    SendResult,
+    Verdict,
+    all_of,
+)
+from worker.store import NOTHING_WRITTEN, ChunkData, JobSpec, ResultsStore, new_token
+
+T = TypeVar("T")
+REQUESTS_IN_FLIGHT_PER_CHUNK = 4
+INLINE_WAIT_MAX_S = 0.5  # longer waits give the worker back (the chunk is deferred)
+RETURNS_PER_SLOT = 3  # deferred chunks of an account that come back per request it can send
+DEFERRED_GRACE_S = 10.0  # a deferred chunk is counted this long past its latest countdown
+
+
+@dataclass(slots=True)
+class PassResult:
+    next_pass_in_s: float | None = None  # None: nothing left for this chunk to do
+    stopped: bool = False  # the job was paused or cancelled mid-pass: not done either
+    lost: bool = False  # the chunk's lease or a request is no longer this pass's
+    # > 0: the next pass waits for rate-limit capacity, for a first request of
+    # this many parts (it takes them before it reads the chunk again).
+    deferred_parts: int = 0
+
+    @property
+    def chunk_done(self) -> bool:
+        """Nothing left for this chunk: no pass follows, and none is owed by a resume."""
+        return self.next_pass_in_s is None and not self.stopped and not self.lost
+
+
+def limits_of(account: Account) -> Limits:
+    return Limits(account.messages_per_second, account.requests_per_second, account.burst_s)
+
+
+def request_slot_s(account: Account, parts: int) -> float:
+    """How long a request of ``parts`` parts takes of the account's rates."""
+    return max(parts / account.messages_per_second, 1 / account.requests_per_second)
+
+
+def deferral_s(
+    wait_s: float,
+    slot_s: float,
+    waiting: int,
+    cap_s: float,
+    rng: random.Random | None = None,
+) -> float:
+    """When a chunk refused rate-limit capacity comes back (pure).
+
+    A refusal takes nothing, so every chunk of an account refused between
+    two sends is told to come back at the same instant, and all but one of
+    them would find no capacity again. So a chunk comes back after its wait
+    at a random point of a window that grows with the ``waiting`` chunks of
+    its account: they come back spread over the time the account needs for
+    them (``slot_s``, the time one such request takes of the account's rate,
+    each), ``RETURNS_PER_SLOT`` of them per request the account can send. So
+    the account's capacity is always taken, and a backlog of any size costs
+    a few cheap checks per request sent rather than a storm of tasks. A
+    chunk alone comes back after its wait plus up to a tenth of it. Never
+    later than ``cap_s``; a wait beyond it comes back in its second half.
+    """
+    draw = (rng or random).uniform
+    if wait_s >= cap_s:
+        return draw(cap_s / 2, cap_s)
+    window = max(waiting * slot_s / RETURNS_PER_SLOT, wait_s / 10)
+    return min(cap_s, wait_s + draw(0, window))
+
+
+def deferred_key(account_name: str) -> str:
+    """The account's chunks waiting for capacity: a sorted set of
+    ``job:chunk`` scored by when each stops counting (``note_deferred``)."""
+    return f"{PREFIX}:deferred:{account_name}"
+
+
+async def note_deferred(
+    client: aioredis.Redis, account_name: str, job_id: str, chunk_no: int, cap_s: float
+) -> int:
+    """List the chunk among its account's deferred chunks (until its longest
+    countdown and a grace have passed, or it gets capacity), and return how
+    many others are listed."""
+    key, now = deferred_key(account_name), now_s()
+    pipe = client.pipeline(transaction=False)
+    pipe.zremrangebyscore(key, "-inf", now)
+    pipe.zadd(key, {f"{job_id}:{chunk_no}": now + cap_s + DEFERRED_GRACE_S})
+    pipe.zcard(key)
+    pipe.expire(key, int(cap_s + DEFERRED_GRACE_S) + 1)
+    _, _, listed, _ = await pipe.execute()
+    return max(int(listed) - 1, 0)
+
+
+async def defer_unless_capacity(
+    store: ResultsStore,
+    limiter: RateLimiter,
+    account: Account,
+    job: JobSpec,
+    chunk_no: int,
+    parts: int,
+    timing: Timing,
+) -> PassResult | None:
+    """A pass's first step, before it reads or parses anything: take
+    capacity for its first request, of ``parts`` parts if a deferral said so,
+    else of one (None: taken, the pass goes on and its first request uses
+    it), or return the deferral that follows: a chunk of a saturated account
+    costs one limiter call and no worker time. A chunk past its validity
+    goes on at once, to expire its recipients (and takes nothing: the pass
+    sends nothing then)."""
+    deadline = deadline_s(job)
+    if deadline is not None and now_s() > deadline:
+        return None
+    cost = max(parts, 1)
+    decision = await limiter.try_acquire(account.name, limits_of(account), cost)
+    if decision.allowed:
+        if parts:
+            await store.redis.zrem(deferred_key(account.name), f"{job.job_id}:{chunk_no}")
+        return None
+    metrics.record_rate_wait(account, decision.wait_s, deferred=True)
+    cap_s = timing.max_countdown_s
+    waiting = await note_deferred(store.redis, account.name, job.job_id, chunk_no, cap_s)
+    wait_s = deferral_s(decision.wait_s, request_slot_s(account, cost), waiting, cap_s)
+    get_logger().debug(
+        "chunk_deferred",
+        job_id=job.job_id,
+        chunk=chunk_no,
+        wait_s=round(wait_s, 3),
+        waiting=waiting,
+    )
+    return PassResult(next_pass_in_s=wait_s, deferred_parts=cost)
+
+
+async def finish(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Await ``coroutine`` to its end even if the caller is cancelled
+    meanwhile, then pass the cancellation on: a provider's answer that was
+    read is recorded, and the cancelled request still ends with its pass."""
+    task = asyncio.ensure_future(coroutine)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is not None:
+            get_logger().warning("finish_failed", error=type(task.exception()).__name__)
+        raise
+
+
+def deadline_s(job: JobSpec) -> float | None:
+    """Validity counts from schedule_at, else from the job's creation."""
+    minutes = job.spec.get("validity_minutes")
+    if not minutes:
+        return None
+    start = job.spec.get("schedule_at")
+    start_s = datetime.fromisoformat(start).timestamp() if start else job.created_at
+    return float(start_s + minutes * 60)
+
+
+async def fail_chunk(store: ResultsStore, job: JobSpec, chunk_no: int, reason: str) -> None:
+    """Fail every pending recipient of a chunk that cannot be sent at all."""
+    indices = chunk_range(chunk_no, job.total, job.chunk_size)
+    data = await store.chunk(job.job_id, chunk_no, indices)
+    failed = {
+        i: simple("failed", data.outcomes.get(i), error=reason)
+        for i, _ in data.messages
+        if not is_final(data.outcomes.get(i))
+    }
+    if failed:
+        await store.commit(job.job_id, chunk_no, failed)
+    await store.mark_chunk_done(job, chunk_no)
+
+
+class ChunkSender:
+    def __init__(
+        self,
+        store: ResultsStore,
+        limiter: RateLimiter,
+        adapter: Adapter,
+        job: JobSpec,
+        chunk_no: int,
+        timing: Timing,
+        lease_token: str = "",
+        prepaid_parts: int = 0,
+    ) -> None:
+        self.store = store
+        self.limiter = limiter
+        self.adapter = adapter
+        self.account = adapter.account
+        self.limits = limits_of(self.account)
+        self.lease_token = lease_token  # the chunk's lease this pass holds
+        self.prepaid_parts = prepaid_parts  # capacity taken before the pass began
+        self.job = job
+        self.chunk_no = chunk_no
+        self.timing = timing
+        self.at_most_once = job.spec.get("delivery_policy", "at_most_once") == "at_most_once"
+        self.context = JobContext(
+            job_id=job.job_id,
+            template_id=job.spec.get("template_id"),
+            schedule_at=job.spec.get("schedule_at"),
+            validity_minutes=job.spec.get("validity_minutes"),
+            created_at=datetime.fromtimestamp(job.created_at, UTC).isoformat(),
+        )
+        self.log = get_logger(job_id=job.job_id, chunk=chunk_no, provider=self.account.name)
+        self._started = time.monotonic()
+        self._inline_until: float | None = None  # end of the pass's inline wait for capacity
+        self._stopped = False  # a request found the job paused or cancelled
+        self._lost = False  # a request found the lease or itself no longer this pass's
+        self._deferred: tuple[float, int] | None = None  # (wait, parts) of a refused request
+        self._unsent: list[str] = []  # planned requests this pass gave up on
+        self._begun: set[str] = set()  # requests this pass marked sending
+
+    async def _commit(
+        self,
+        outcomes: dict[int, StoredOutcome],
+        request_id: str = "",
+        token: str = "",
+        done: dict[str, Any] | None = None,
+    ) -> str:
+        """Write outcomes (and a request's end: ``store.commit``) and count
+        them in the metrics if they were written; returns the commit's answer."""
+        state = await self.store.commit(
+            self.job.job_id, self.chunk_no, outcomes, request_id, token, done
+        )
+        if state not in NOTHING_WRITTEN:
+            metrics.record_committed(self.account, outcomes.values())
+        return state
+
+    async def run(self, session: aiohttp.ClientSession) -> PassResult:
+        indices = chunk_range(self.chunk_no, self.job.total, self.job.chunk_size)
+        data = await self.store.chunk(self.job.job_id, self.chunk_no, indices)
+        await self._settle_interrupted(data)
+        await self.store.drop_requests(
+            self.job.job_id,
+            self.chunk_no,
+            [rid for rid, state in data.requests.items() if state.get("s") == "pending"],
+        )
+        pending = [(i, m) for i, m in data.messages if not is_final(data.outcomes.get(i))]
+        if not pending:
+            return PassResult()
+        blocked = await self.store.account_blocked(self.account.name)
+        deadline = deadline_s(self.job)
+        if blocked or (deadline is not None and now_s() > deadline):
+            status, reason = ("failed", blocked) if blocked else ("expired", "validity passed")
+            await self._commit(
+                {i: simple(status, data.outcomes.get(i), error=reason) for i, _ in pending}
+            )
+            return PassResult()
+        recipients, rejections = prepare(
+            self.adapter, pending, self.job.spec.get("text"), self.job.spec.get("sender")
+        )
+        blocked_numbers = await opted_out(self.store.redis, [r.e164 for r in recipients])
+        if blocked_numbers:
+            rejections += [
+                Rejection(r.index, r.e164, r.segments, OPTED_OUT)
+                for r in recipients
+                if r.e164 in blocked_numbers
+            ]
+            recipients = [r for r in recipients if r.e164 not in blocked_numbers]
+        await self._commit(
+            {
+                r.index: simple(
+                    "rejected",
+                    data.outcomes.get(r.index),
+                    e164=r.e164,
+                    segments=r.segments,
+                    error=r.reason,
+                )
+                for r in rejections
+            }
+        )
+        batches = self.adapter.group(recipients)
+        request_ids = [new_token()[:16] for _ in batches]
+        await self.store.set_requests(
+            self.job.job_id,
+            self.chunk_no,
+            {
+                rid: {"s": "pending", "i": [r.index for r in batch]}
+                for rid, batch in zip(request_ids, batches, strict=True)
+            },
+        )
+        waits = await self._send_all(session, dict(zip(request_ids, batches, strict=True)), data)
+        if self._lost:
+            return PassResult(lost=True)  # the chunk's next pass is its new holder's
+        later = [wait for wait in waits if wait is not None]
+        deferred_parts = 0
+        if self._deferred is not None:
+            wait_s, deferred_parts = self._deferred
+            cap_s = self.timing.max_countdown_s
+            waiting = await note_deferred(
+                self.store.redis, self.account.name, self.job.job_id, self.chunk_no, cap_s
+            )
+            slot_s = request_slot_s(self.account, deferred_parts)
+            later.append(deferral_s(wait_s, slot_s, waiting, cap_s))
+        # The latest of them, so that no retried recipient goes before its backoff.
+        return PassResult(
+            next_pass_in_s=max(later) if later else None,
+            stopped=self._stopped,
+            lost=self._lost,
+            deferred_parts=deferred_parts,
+        )
+
+    async def _send_all(
+        self,
+        session: aiohttp.ClientSession,
+        requests: dict[str, list[Recipient]],
+        data: ChunkData,
+    ) -> list[float | None]:
+        """Send the pass's requests, a few at a time, all in one task group:
+        none outlives the pass. On an exception every request still running
+        is cancelled, and the requests never begun are forgotten."""
+        gate = asyncio.Semaphore(REQUESTS_IN_FLIGHT_PER_CHUNK)
+
+        async def one(request_id: str, batch: list[Recipient]) -> float | None:
+            async with gate:
+                return await self._send(session, request_id, batch, data)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(rid, b)) for rid, b in requests.items()]
+        except BaseExceptionGroup as failed:
+            first = _first_error(failed)
+            self.log.warning("pass_failed", error=type(first).__name__)
+            try:
+                await self.store.drop_requests(
+                    self.job.job_id,
+                    self.chunk_no,
+                    [rid for rid in requests if rid not in self._begun],
+                )
+            except Exception:  # the next pass drops them as well
+                self.log.warning("pass_failed_unsent_kept")
+            raise first from None
+        await self.store.drop_requests(self.job.job_id, self.chunk_no, self._unsent)
+        return [task.result() for task in tasks]
+
+    async def _settle_interrupted(self, data: ChunkData) -> None:
+        """Requests left in ``sending`` by a worker that died mid-request."""
+        for request_id, state in data.requests.items():
+            if state.get("s") != "sending":
+                continue
+            settled: dict[int, StoredOutcome] = {}
+            for index in state["i"]:
+                previous = data.outcomes.get(index)
+                if is_final(previous):
+                    continue
+                attempts = max(state.get("a", 1), previous.attempts if previous else 0)
+                gave_up = attempts >= self.account.max_attempts
+                status = "unknown" if self.at_most_once else ("failed" if gave_up else "pending")
+                what = "" if self.at_most_once else ("; gave up" if gave_up else "; sending again")
+                settled[index] = data.outcomes[index] = simple(
+                    status,
+                    previous,
+                    attempts=attempts,
+                    error_code="interrupted",
+                    error=f"the worker stopped while the request was in flight{what}",
+                )
+            done = {"s": "done", "a": state.get("a", 1), "t": now_s(), "interrupted": True}
+            await self._commit(settled, request_id, state["k"], done)
+            self.log.warning(
+                "interrupted_request_settled",
+                request=request_id,
+                recipients=len(state["i"]),
+                policy=self.job.spec.get("delivery_policy"),
+            )
+
+    async def _acquire(self, cost_parts: int) -> float | None:
+        """Take rate-limit capacity; None when taken, else the wait to defer.
+
+        A pass waits inline at most INLINE_WAIT_MAX_S without getting any
+        capacity, then gives its worker process back: a saturated account's
+        chunks, however many, never hold every process while other accounts'
+        chunks wait in the queue. Capacity taken before the pass
+        (``defer_unless_capacity``) pays for the first request."""
+        if self.prepaid_parts:
+            cost_parts, self.prepaid_parts = (
+                max(0, cost_parts - self.prepaid_parts),
+                max(0, self.prepaid_parts - cost_parts),
+            )
+            if cost_parts == 0:
+                return None
+        while True:
+            decision = await self.limiter.try_acquire(self.account.name, self.limits, cost_parts)
+            if decision.allowed:
+                self._inline_until = None
+                return None
+            now = time.monotonic()
+            if self._inline_until is None:
+                self._inline_until = now + INLINE_WAIT_MAX_S
+            deferred = now + decision.wait_s > self._inline_until
+            metrics.record_rate_wait(self.account, decision.wait_s, deferred)
+            if deferred:
+                return decision.wait_s
+            await asyncio.sleep(decision.wait_s)
+
+    async def _send(
+        self,
+        session: aiohttp.ClientSession,
+        request_id: str,
+        batch: list[Recipient],
+        data: ChunkData,
+    ) -> float | None:
+        if self._stopped or self._lost:
+            self._unsent.append(request_id)
+            return None
+        out_of_time = time.monotonic() - self._started > self.timing.pass_budget_s
+        if out_of_time or await self.store.account_blocked(self.account.name):
+            # The next pass goes on (or fails the rest, for a stopped account).
+            self._unsent.append(request_id)
+            return 0.0
+        parts = sum(r.cost_parts for r in batch)
+        if self._deferred is not None:
+            # Another request of the pass found no capacity: the rest waits too.
+            self._unsent.append(request_id)
+            return None
+        wait_s = await self._acquire(parts)
+        if wait_s is not None:
+            # Waiting for capacity is not a failure: no attempt is used.
+            self._deferred = self._deferred or (wait_s, parts)
+            self._unsent.append(request_id)
+            return None
+        attempt = 1 + max(
+            (data.outcomes[r.index].attempts if r.index in data.outcomes else 0) for r in batch
+        )
+        token = new_token()
+        sending = {
+            "s": "sending",
+            "a": attempt,
+            "t": now_s(),
+            "k": token,
+            "i": [r.index for r in batch],
+        }
+        begun = await self.store.begin_request(
+            self.job.job_id, self.chunk_no, request_id, sending, self.lease_token
+        )
+        if begun == "stopped":
+            # Paused or cancelled meanwhile: whoever resumes enqueues the chunk again.
+            self._unsent.append(request_id)
+            self._stopped = True
+            return None
+        if begun != "begun":
+            # The lease ran out, or someone else settled or dropped the
+            # request: the chunk is another pass's now. Send nothing more.
+            self.log.warning("request_not_begun", request=request_id, reason=begun)
+            self._lost = True
+            return None
+        self._begun.add(request_id)
+        started = time.monotonic()
+        sent = await self._post(session, request_id, batch)
+        metrics.record_request(
+            self.account, time.monotonic() - started, len(batch), parts, sent.http_status
+        )
+        outcomes = {
+            r.index: from_result(self.account, self.at_most_once, r, result, attempt)
+            for r, result in zip(batch, sent.results, strict=True)
+        }
+        done = {
+            "s": "done",
+            "a": attempt,
+            "st": sending["t"],
+            "t": now_s(),
+            "http": sent.http_status,
+        }
+        state = await finish(self._commit(outcomes, request_id, token, done))
+        self.log.info(
+            "provider_request",
+            request=request_id,
+            recipients=len(batch),
+            attempt=attempt,
+            http_status=sent.http_status,
+            latency_ms=round((time.monotonic() - started) * 1e3),
+            job_state=state,
+        )
+        if state == "fenced":
+            self.log.warning("request_fenced", request=request_id)
+        if sent.throttled:
+            metrics.record_throttle(self.account)
+            factor = await self.limiter.throttled(self.account.name, sent.retry_after_s)
+            self.log.warning("provider_throttled", retry_after_s=sent.retry_after_s, factor=factor)
+        if sent.bad_credentials:
+            reason = self._credentials_reason(outcomes)
+            await self.store.block_account(self.account.name, reason)
+            self.log.error("account_blocked", reason=reason)
+        if not any(outcome.status == "pending" for outcome in outcomes.values()):
+            return None
+        return retry_delay_s(
+            attempt,
+            self.account.retry_base_s,
+            self.account.retry_max_s,
+            sent.retry_after_s,
+            self.timing.max_countdown_s,
+        )
+
+    async def _post(
+        self, session: aiohttp.ClientSession, request_id: str, batch: list[Recipient]
+    ) -> SendResult:
+        """The adapter's send. An exception that escapes it (an answer it
+        cannot read, a bug) is an answer nobody can read: the request may
+        have been taken, as when a worker dies mid-request."""
+        try:
+            with metrics.in_flight(self.account):
+                return await self.adapter.send(session, batch, self.context)
+        except Exception as error:
+            name = type(error).__name__
+            self.log.exception("provider_request_raised", request=request_id, error=name)
+            reason = f"the answer could not be read: {name}"
+            return SendResult(all_of(batch, Verdict.UNCERTAIN, "unreadable", reason))
+
+    def _credentials_reason(self, outcomes: dict[int, StoredOutcome]) -> str:
+        first = next(iter(outcomes.values()), None)
+        said = f" ({first.error_code}: {first.error})" if first and first.error else ""
+        return (
+            f"account {self.account.name} stopped: the provider refused its credentials{said}; "
+            "fix them, restart the workers, then retry the job"
+        )
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception a task group collected (groups nest)."""
+    first = group.exceptions[0]
+    return _first_error(first) if isinstance(first, BaseExceptionGroup) else first
