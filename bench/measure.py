@@ -151,93 +151,137 @@ def measure(
 ) -> Result:
     """Build the target's job, submit it, wait until it ends; the figures
     (with ``profiler``, the workers are sampled from submission to the end)."""
-    result = Result(scenario)
-    watches = [procfs.GroupWatch(worker.pid) for worker in stack.workers]
-    cpu = _Cpu(stack, watches)
-    gc.collect()
-    rss_empty = procfs.own_rss_kb()
-    target = make_target()  # builds the job: its memory is the application's
-    gc.collect()
-    rss_before = procfs.own_rss_kb()
-    result.producer_job_kb = max(rss_before - rss_empty, 0)
-    cpu_before = cpu.snapshot()
-    result.worker_rss_idle_kb = sum(w.rss_kb for w in watches)
-    result.redis_before = _used_memory(stack)
-    peak_reset = procfs.reset_own_peak_rss()
-
+    run = _Run(stack, scenario, say)
+    target = run.build(make_target)
     if profiler is not None:
         profiler.start([worker.pid for worker in stack.workers])
-    wall_start = time.time()
-    start = time.monotonic()
-    own_cpu = procfs.own_cpu_s()
-    target.submit()
-    result.submit_s = time.monotonic() - start
-    result.producer_submit_cpu_s = procfs.own_cpu_s() - own_cpu
-    hwm = procfs.own_rss_kb("VmHWM")
-    result.producer_peak_kb = hwm if peak_reset else 0
-    result.producer_added_kb = max(hwm - rss_before, 0) if peak_reset else 0
-    say(
-        f"[{scenario.name}] submitted {scenario.recipients:,} recipients in "
-        f"{result.submit_s:.2f} s (producer peak {result.producer_peak_kb / 1024:,.0f} MB)"
-    )
-    result.redis_after_submit = _used_memory(stack)
-    result.redis_peak = result.redis_after_submit
-
-    last_done, last_change = 0, time.monotonic()
-    last_shown, shown_done = start, 0
-    next_sample = 0.0
-    redis_now = result.redis_after_submit
-    every_s = 3.0 if scenario.recipients <= 200_000 else 5.0
-    while True:
-        now = time.monotonic()
-        stack.check_alive()
-        done, ended = target.progress()
-        if now >= next_sample:
-            for watch in watches:
-                watch.sample()
-            redis_now = _used_memory(stack)
-            result.redis_peak = max(result.redis_peak, redis_now)
-            if not result.worker_rss_10_kb and done >= scenario.recipients // 10:
-                result.worker_rss_10_kb = sum(w.rss_kb for w in watches)
-            next_sample = now + SAMPLE_S
-        if done != last_done:
-            last_done, last_change = done, now
-        if ended or now - last_shown >= every_s:
-            interval_rate = (done - shown_done) / max(now - last_shown, 1e-9)
-            say(
-                f"[{scenario.name}] {now - start:7.1f} s {done:>10,}/{scenario.recipients:,}"
-                f" {100 * done / scenario.recipients:5.1f} %  {interval_rate:>9,.0f}/s now"
-                f"  {done / (now - start):>9,.0f}/s overall"
-                f"  workers {sum(w.rss_kb for w in watches) / 1024:,.0f} MB"
-                f"  redis {redis_now / MB:,.0f} MB"
-            )
-            last_shown, shown_done = now, done
-        if ended:
-            break
-        if now - last_change > STALL_S:
-            result.problem = (
-                f"stalled: {done:,} of {scenario.recipients:,} final after {now - start:.0f} s"
-            )
-            break
-        time.sleep(POLL_S)
-    noticed = time.monotonic() - start
+    run.submit(target)
+    noticed_s = run.await_end(target)
     if profiler is not None:
-        result.profile = profiler.stop()
-    finished = target.finished_wall_s()
-    result.total_s = finished - wall_start if finished and finished > wall_start else noticed
-    cpu_after = cpu.snapshot()
-    result.cpu_s = {role: cpu_after[role] - cpu_before[role] for role in cpu_after}
-    result.worker_rss_end_kb = sum(w.rss_kb for w in watches)
-    result.worker_rss_10_kb = result.worker_rss_10_kb or result.worker_rss_end_kb
-    result.worker_peak_kb = sum(w.peak_total_kb for w in watches)
-    result.worker_processes = sum(w.processes for w in watches)
-    result.redis_after = _used_memory(stack)
-    result.redis_peak = max(result.redis_peak, result.redis_after)
-    result.statuses = target.statuses()
-    result.sandbox = _sandbox_json(stack, "/_sandbox/stats")
-    rate = _sandbox_json(stack, f"/_sandbox/rate?kind={sandbox_kind}")
-    result.steady_per_s, result.max_second = steady_rate(rate["items_per_second"])
-    final = sum(n for status, n in result.statuses.items() if status != "pending")
-    if result.problem is None and final != scenario.recipients:
-        result.problem = f"only {final:,} of {scenario.recipients:,} recipients final"
-    return result
+        run.result.profile = profiler.stop()
+    run.finish(target, noticed_s, sandbox_kind)
+    return run.result
+
+
+class _Run:
+    """One scenario's measurement, step by step: build, submit, await, finish."""
+
+    def __init__(self, stack: Stack, scenario: Scenario, say: Callable[[str], None]) -> None:
+        self.stack, self.scenario, self.say = stack, scenario, say
+        self.result = Result(scenario)
+        self.watches = [procfs.GroupWatch(worker.pid) for worker in stack.workers]
+        self.cpu = _Cpu(stack, self.watches)
+
+    def _workers_kb(self) -> int:
+        return sum(w.rss_kb for w in self.watches)
+
+    def build(self, make_target: Callable[[], Target]) -> Target:
+        """The target's job, built before the clock starts: its memory is the
+        application's, measured apart."""
+        result = self.result
+        gc.collect()
+        rss_empty = procfs.own_rss_kb()
+        target = make_target()
+        gc.collect()
+        self.rss_before = procfs.own_rss_kb()
+        result.producer_job_kb = max(self.rss_before - rss_empty, 0)
+        self.cpu_before = self.cpu.snapshot()
+        result.worker_rss_idle_kb = self._workers_kb()
+        result.redis_before = _used_memory(self.stack)
+        self.peak_reset = procfs.reset_own_peak_rss()
+        return target
+
+    def submit(self, target: Target) -> None:
+        result, scenario = self.result, self.scenario
+        self.wall_start = time.time()
+        self.start = time.monotonic()
+        own_cpu = procfs.own_cpu_s()
+        target.submit()
+        result.submit_s = time.monotonic() - self.start
+        result.producer_submit_cpu_s = procfs.own_cpu_s() - own_cpu
+        hwm = procfs.own_rss_kb("VmHWM")
+        result.producer_peak_kb = hwm if self.peak_reset else 0
+        result.producer_added_kb = max(hwm - self.rss_before, 0) if self.peak_reset else 0
+        self.say(
+            f"[{scenario.name}] submitted {scenario.recipients:,} recipients in "
+            f"{result.submit_s:.2f} s (producer peak {result.producer_peak_kb / 1024:,.0f} MB)"
+        )
+        result.redis_after_submit = _used_memory(self.stack)
+        result.redis_peak = result.redis_after_submit
+
+    def _sample(self, done: int) -> int:
+        """Memory now (workers and Redis); Redis's used memory returned."""
+        result = self.result
+        for watch in self.watches:
+            watch.sample()
+        redis_now = _used_memory(self.stack)
+        result.redis_peak = max(result.redis_peak, redis_now)
+        if not result.worker_rss_10_kb and done >= self.scenario.recipients // 10:
+            result.worker_rss_10_kb = self._workers_kb()
+        return redis_now
+
+    def _show(self, now: float, done: int, since: tuple[float, int], redis_now: int) -> None:
+        scenario, (last_shown, shown_done) = self.scenario, since
+        interval_rate = (done - shown_done) / max(now - last_shown, 1e-9)
+        self.say(
+            f"[{scenario.name}] {now - self.start:7.1f} s {done:>10,}/{scenario.recipients:,}"
+            f" {100 * done / scenario.recipients:5.1f} %  {interval_rate:>9,.0f}/s now"
+            f"  {done / (now - self.start):>9,.0f}/s overall"
+            f"  workers {self._workers_kb() / 1024:,.0f} MB"
+            f"  redis {redis_now / MB:,.0f} MB"
+        )
+
+    def await_end(self, target: Target) -> float:
+        """Poll until the job ends or stalls, showing progress; the seconds
+        from submission until the end was noticed."""
+        scenario = self.scenario
+        last_done, last_change = 0, time.monotonic()
+        shown = (self.start, 0)
+        next_sample = 0.0
+        redis_now = self.result.redis_after_submit
+        every_s = 3.0 if scenario.recipients <= 200_000 else 5.0
+        while True:
+            now = time.monotonic()
+            self.stack.check_alive()
+            done, ended = target.progress()
+            if now >= next_sample:
+                redis_now = self._sample(done)
+                next_sample = now + SAMPLE_S
+            if done != last_done:
+                last_done, last_change = done, now
+            if ended or now - shown[0] >= every_s:
+                self._show(now, done, shown, redis_now)
+                shown = (now, done)
+            if ended:
+                break
+            if now - last_change > STALL_S:
+                self.result.problem = (
+                    f"stalled: {done:,} of {scenario.recipients:,} final"
+                    f" after {now - self.start:.0f} s"
+                )
+                break
+            time.sleep(POLL_S)
+        return time.monotonic() - self.start
+
+    def finish(self, target: Target, noticed_s: float, sandbox_kind: str) -> None:
+        """The figures after the end: CPU, memory, outcomes, the sandbox's rate."""
+        result, stack, watches = self.result, self.stack, self.watches
+        finished = target.finished_wall_s()
+        result.total_s = (
+            finished - self.wall_start if finished and finished > self.wall_start else noticed_s
+        )
+        cpu_after = self.cpu.snapshot()
+        result.cpu_s = {role: cpu_after[role] - self.cpu_before[role] for role in cpu_after}
+        result.worker_rss_end_kb = self._workers_kb()
+        result.worker_rss_10_kb = result.worker_rss_10_kb or result.worker_rss_end_kb
+        result.worker_peak_kb = sum(w.peak_total_kb for w in watches)
+        result.worker_processes = sum(w.processes for w in watches)
+        result.redis_after = _used_memory(stack)
+        result.redis_peak = max(result.redis_peak, result.redis_after)
+        result.statuses = target.statuses()
+        result.sandbox = _sandbox_json(stack, "/_sandbox/stats")
+        rate = _sandbox_json(stack, f"/_sandbox/rate?kind={sandbox_kind}")
+        result.steady_per_s, result.max_second = steady_rate(rate["items_per_second"])
+        final = sum(n for status, n in result.statuses.items() if status != "pending")
+        if result.problem is None and final != self.scenario.recipients:
+            result.problem = f"only {final:,} of {self.scenario.recipients:,} recipients final"

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -152,12 +152,3 @@ def start_flower(env: dict[str, str], log_dir: Path) -> tuple[Process, int]:
         log_dir / "flower.log",
     )
     return process, port
-
-
-@contextlib.contextmanager
-def stopping(processes: list[Process]) -> Iterator[list[Process]]:
-    try:
-        yield processes
-    finally:
-        for process in reversed(processes):
-            process.stop()

@@ -220,14 +220,3 @@ def format_number(number: PhoneNumber, number_format: NumberFormat, home_region:
             return _national_with_trunk_prefix(number)
         return "00" + number.e164[1:]
     raise ValueError(f"unknown number_format {number_format!r}; use one of {NUMBER_FORMATS}")
-
-
-def mask_number(raw: str) -> str:
-    """`raw` for logs: at most the first 3 and last 2 characters are kept.
-
-    ``+40712345678`` -> ``+40*******78``. Strings shorter than 10 characters
-    are masked entirely, so that at least half of a number is always hidden.
-    """
-    if len(raw) < 10:
-        return "*" * len(raw)
-    return raw[:3] + "*" * (len(raw) - 5) + raw[-2:]

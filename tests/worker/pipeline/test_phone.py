@@ -14,7 +14,6 @@ from worker.pipeline.phone import (
     InvalidNumber,
     PhoneNumber,
     format_number,
-    mask_number,
     parse_number,
 )
 
@@ -129,29 +128,6 @@ def test_national_format_uses_the_home_trunk_prefix() -> None:
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown number_format"):
         format_number(RO_MOBILE, "international", "RO")  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    ("raw", "masked"),
-    [
-        ("+40712345678", "+40*******78"),
-        ("0722 123 456", "072*******56"),
-        ("0722123456", "072*****56"),
-        ("722123456", "*********"),
-        ("0722", "****"),
-        ("", ""),
-    ],
-)
-def test_mask_number(raw: str, masked: str) -> None:
-    assert mask_number(raw) == masked
-
-
-@given(st.text())
-def test_mask_hides_at_least_half(raw: str) -> None:
-    masked = mask_number(raw)
-    assert len(masked) == len(raw)
-    shown = [(a, i) for i, (a, b) in enumerate(zip(raw, masked, strict=True)) if a == b != "*"]
-    assert len(shown) <= min(5, len(raw) // 2)
 
 
 def _examples() -> list[tuple[str, phonenumbers.PhoneNumber]]:
