@@ -27,7 +27,7 @@ from producer import (
 from producer.accounts import ConfigError
 from producer.errors import SmsbulkError
 from producer.job import is_job_id, job_schema
-from producer.results import write_results
+from producer.results import ENCODERS, write_results
 from worker.ops.progress import wait_for_job
 
 
@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="seconds; exit 1 when they pass")
     p = sub.add_parser("results", help="a job's outcome records")
     p.add_argument("job_id")
-    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    p.add_argument("--format", choices=list(ENCODERS), default="jsonl")
     p.add_argument("--ref", help="only the records with this client reference")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     for verb, what in (

@@ -173,7 +173,7 @@ async def job_results(request: web.Request) -> web.StreamResponse:
     state, job_id = _state(request), _job_id(request)
     fmt = request.query.get("format", "jsonl")
     if fmt not in ENCODERS:
-        raise Invalid("format", "must be jsonl or csv")
+        raise Invalid("format", "must be " + " or ".join(ENCODERS))
     outcomes: Iterator[Outcome] = await state.call(
         state.producer.results, job_id, request.query.get("ref")
     )
