@@ -124,7 +124,7 @@ def publish_plan(client: redis.Redis, celery: Celery, job_id: str, priority: str
 def broker_app(redis_url: str) -> Celery:
     """A Celery app used only to publish: the producer never imports worker/."""
     app = Celery("smsbulk-producer", broker=redis_url, set_as_current=False)
-    # task-sent events: Flower shows a task from its enqueueing on (FIELD-NOTES).
+    # task-sent events: without them Flower shows a task only once a worker takes it.
     app.conf.update(task_serializer="json", accept_content=["json"], task_send_sent_event=True)
     return app
 

@@ -1,4 +1,4 @@
-"""Where a job's ``callback_url`` may send smsbulk: the rules of INTERFACE.md
+"""Where a job's ``callback_url`` may send smsbulk: the rules of docs/INTERFACE.md
 "Input limits", checked at submission (the URL, and its host when it is an
 address) and by the workers when they send (every address the host resolves
 to; ``worker.ops.callbacks`` connects only to those).

@@ -1,7 +1,7 @@
 """The job contract: what other applications submit and what they get back.
 
 The pydantic models here *are* the schema (``smsbulk schema`` prints the
-job's JSON Schema); INTERFACE.md describes the same fields in prose.
+job's JSON Schema); docs/INTERFACE.md describes the same fields in prose.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Hand-written on purpose: no maintained library counts parts correctly
 (`sms-counter` counts an emoji as one unit, `smsutil` is unmaintained since
-2020; see FIELD-NOTES "Message parts").
+2020; see docs/ARCHITECTURE.md, "Measured facts").
 
 - GSM-7 if every character is in the GSM 03.38 basic or extension table; an
   extension character (``^ { } \\ [ ] ~ | €`` and form feed) costs 2 septets

@@ -1,4 +1,4 @@
-"""What refuses a job whole (INTERFACE.md), checked as its messages stream in.
+"""What refuses a job whole (docs/INTERFACE.md), checked as its messages stream in.
 
 A job's settings are validated at once (``JobSpec``), its messages a block
 of ``keys.BLOCK_SIZE`` at a time, so that a million-recipient job is never

@@ -196,7 +196,7 @@ def test_flower_gets_no_provider_credentials_only_the_broker_and_settings(
     env = environment(flower)
     assert env["SMSBULK_REDIS_URL"] == "redis://redis:6379/0"
     # SMSBULK_CONFIG only for [settings]: Celery apps on one broker must share
-    # its visibility timeout (FIELD-NOTES); the file holds ${VAR} references only.
+    # its visibility timeout (apps on one broker get the shortest); the file holds ${VAR} references only.
     assert set(env) <= {"SMSBULK_REDIS_URL", "SMSBULK_CONFIG"}, env
     assert not any(SECRET_NAME.search(var) for var in env)
 

@@ -1,6 +1,7 @@
 """The Celery app: ``celery -A worker.celery_app worker`` / ``flower``.
 
-Broker settings follow FIELD-NOTES.md: acks late, reject on worker lost,
+Broker settings follow kombu's measured behaviour (docs/ARCHITECTURE.md,
+"Measured facts"): acks late, reject on worker lost,
 prefetch 1, a hard time limit well under the visibility timeout, and the
 visibility timeout equal to ``recovery_s`` so that a killed worker's chunks
 come back within it. JSON only: no pickle ever reaches a worker.

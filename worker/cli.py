@@ -1,6 +1,6 @@
 """The ``smsbulk`` command.
 
-Exit codes (INTERFACE.md): 2 invalid input, 1 any other failure (unknown
+Exit codes (docs/INTERFACE.md): 2 invalid input, 1 any other failure (unknown
 job: "no such job"), 0 otherwise. Errors go to stderr; stdout carries only
 what each command promises (a job id, JSON, outcome records).
 """

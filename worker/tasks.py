@@ -42,7 +42,7 @@ from worker.runtime import Runtime, get_runtime
 from worker.store import JobSpec, ResultsStore, new_token
 
 log = get_logger()
-CELERY_MAX_MESSAGES = 50_000  # INTERFACE.md: larger jobs go through Python or HTTP
+CELERY_MAX_MESSAGES = 50_000  # docs/INTERFACE.md: larger jobs go through Python or HTTP
 UNKNOWN_ACCOUNT_RETRIES = 10
 UNKNOWN_ACCOUNT_RETRY_S = 30
 UNEXPECTED_ERROR_RETRIES = 10

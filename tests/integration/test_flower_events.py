@@ -123,7 +123,7 @@ def test_flower_sees_every_task_by_name_with_ids_only(stack: Stack, tmp_path: Pa
             {"provider": "ghost", "text": TEXT, "messages": [{"to": numbers[1]}]}
         )
         ghost_producer.close()
-        # Any Celery client, as INTERFACE.md documents it.
+        # Any Celery client, as docs/INTERFACE.md documents it.
         submitter = Celery("client", broker=stack.redis_url, set_as_current=False)
         submitted = submitter.send_task(
             keys.SUBMIT_JOB,

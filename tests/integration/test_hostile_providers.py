@@ -1,7 +1,7 @@
 """Providers that misbehave, through a real worker, Valkey and the sandbox.
 
 A provider's ``Retry-After`` is honoured up to the account's ``retry_max_s``
-(INTERFACE.md, "Input limits"), and a provider closing kept-alive
+(docs/INTERFACE.md, "Input limits"), and a provider closing kept-alive
 connections while they are idle never turns a request into ``unknown``.
 """
 

@@ -62,7 +62,7 @@ def stack(valkey: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         tmp_path_factory.mktemp("job-control"),
         workers=0,  # started once the callback secret is in their environment
         accounts={"slow": SLOW, "flaky": FLAKY},
-        # The callback receiver is http on 127.0.0.1 (INTERFACE.md "Input limits").
+        # The callback receiver is http on 127.0.0.1 (docs/INTERFACE.md "Input limits").
         settings_toml="\n[settings]\ncallback_allow_http = true\n",
     )
     try:

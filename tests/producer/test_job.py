@@ -118,7 +118,7 @@ def test_refused_job_leaves_nothing_behind(
     producer.close()
 
 
-# --- Input limits (INTERFACE.md) ------------------------------------------------------
+# --- Input limits (docs/INTERFACE.md) ------------------------------------------------------
 
 LONE_SURROGATE = "\ud83d"  # half of an emoji, as a JavaScript client may cut it
 

@@ -278,7 +278,7 @@ def test_the_garbage_collector_is_left_as_it_was(producer: Producer) -> None:
         gc.unfreeze()
 
 
-# --- input limits on every way in (INTERFACE.md "Input limits") ---------------------
+# --- input limits on every way in (docs/INTERFACE.md "Input limits") ---------------------
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The `smsbulk` command's stdout and exit codes (INTERFACE.md)."""
+"""The `smsbulk` command's stdout and exit codes (docs/INTERFACE.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Every time limit derived from ``recovery_s``, in one place (pure).
 
-FIELD-NOTES: with acks late, kombu hands a delivered task to another worker
-once it is older than the visibility timeout, and the sweep runs every 10 s.
+Measured (docs/ARCHITECTURE.md, "Measured facts"): with acks late, kombu
+hands a delivered task to another worker once it is older than the
+visibility timeout, counted from delivery, and the sweep runs every 10 s.
 So the visibility timeout is ``recovery_s`` minus that sweep, and the hard
 task time limit, any countdown and a chunk pass's budget stay well under it:
 a task is never redelivered while it still runs.

@@ -1,6 +1,6 @@
 """From a provider's verdict to a recipient's stored outcome (pure).
 
-The failure semantics table of INTERFACE.md lives here: the adapter says
+The failure semantics table of docs/INTERFACE.md lives here: the adapter says
 what happened (accepted, failed, retry, uncertain), the job's delivery
 policy and the attempt count decide the status.
 """

@@ -2,8 +2,8 @@
 on every host through Redis.
 
 Hand-written because no maintained library does this with asyncio and
-redis-py 8 (``limits[redis]`` pins redis<8; FIELD-NOTES "Global rate
-limiting"). One Lua script runs GCRA for two limits at once — SMS parts per
+redis-py 8 (``limits[redis]`` pins redis<8; docs/ARCHITECTURE.md,
+"Measured facts"). One Lua script runs GCRA for two limits at once — SMS parts per
 second and requests per second, each with ``burst_s`` of capacity — using
 the server's ``TIME``, so hosts with skewed clocks agree. Acquire once per
 provider request with its part count as the cost: the limiter costs nothing

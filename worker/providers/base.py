@@ -3,8 +3,8 @@
 build request -> post -> parse per-recipient outcomes -> classify errors.
 
 The transport and HTTP-status part of the classification is the same for
-every API and lives here (INTERFACE.md, "Failure semantics"): the HTTP status
-decides before the body, a connection never made is safe to retry, a
+every API and lives here (docs/INTERFACE.md, "Failure semantics"): the HTTP
+status decides before the body, a connection never made is safe to retry, a
 request whose answer was lost may have been delivered. Everything a
 provider's body means is decided in that provider's module.
 
@@ -194,7 +194,7 @@ def distinct_batches(
     max_parts: int,
     key: Callable[[Recipient], Hashable] = lambda recipient: None,
 ) -> list[list[Recipient]]:
-    """Requests for APIs that match replies by number (INTERFACE.md, "A job").
+    """Requests for APIs that match replies by number (docs/INTERFACE.md, "A job").
 
     Every request holds recipients of one `key`, never one address twice, at
     most `batch_size` recipients and at most `max_parts` parts (a recipient

@@ -12,7 +12,7 @@ Quirks, each from the document:
   TemplateParams, FailureReason"; everyone else was taken. Matching by
   number means a number never appears twice in one request (``group``);
 - ``SessionNo`` is a list, one per TaskContent element in order (the
-  INTERFACE.md reading): it is each recipient's provider_message_id;
+  docs/INTERFACE.md reading): it is each recipient's provider_message_id;
 - errors are ``{"RetCode": 215392, "Message": "Invalid parameter
   [TemplateId]"}``; 215397 missing parameter, 215400 server error;
 - no batch limit is documented: ``batch_size`` (default 100, at most 1000).
@@ -41,7 +41,7 @@ from worker.providers.base import (
 PATH = "/api/v1/usms/SendBatchUSMSMessage"
 SUCCESS = 0
 # "215400 | Server error": the provider failed, not our request. uSpeedo
-# answers errors in a 200 body, so this is its HTTP 5xx, and INTERFACE.md's
+# answers errors in a 200 body, so this is its HTTP 5xx, and docs/INTERFACE.md's
 # failure semantics make a server error retryable under either policy.
 SERVER_ERROR = 215400
 

@@ -1,4 +1,4 @@
-"""The HTTP ingest API over real HTTP (INTERFACE.md, "Enqueueing"): a real
+"""The HTTP ingest API over real HTTP (docs/INTERFACE.md, "Enqueueing"): a real
 aiohttp server on 127.0.0.1 against the session's Valkey, no worker."""
 
 from __future__ import annotations

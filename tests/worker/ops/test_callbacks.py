@@ -1,4 +1,4 @@
-"""Where a job's callback may be sent (INTERFACE.md "Input limits"): the
+"""Where a job's callback may be sent (docs/INTERFACE.md "Input limits"): the
 workers check the URL again, resolve the host through a resolver that refuses
 loopback, private and link-local answers, connect only to the addresses they
 checked (DNS rebinding) and never follow a redirect. A real aiohttp receiver

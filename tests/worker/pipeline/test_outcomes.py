@@ -49,7 +49,7 @@ def make_recipient(segments: int | None = 1) -> Recipient:
 AT_MOST_ONCE, AT_LEAST_ONCE = True, False
 BELOW_MAX, AT_MAX = MAX_ATTEMPTS - 1, MAX_ATTEMPTS
 
-# INTERFACE.md, "Failure semantics": (verdict, at_most_once, attempt) -> status.
+# docs/INTERFACE.md, "Failure semantics": (verdict, at_most_once, attempt) -> status.
 # RETRY: could not connect, HTTP 429 or 5xx. UNCERTAIN: read timeout, connection
 # lost after sending, a 200 that omits the recipient or cannot be read.
 TABLE = [

@@ -110,7 +110,7 @@ def assert_requests_partition(
     batch_size: int,
     burst_parts: int,
 ) -> None:
-    """What every by-number adapter's grouping must hold (INTERFACE.md, "A job")."""
+    """What every by-number adapter's grouping must hold (docs/INTERFACE.md, "A job")."""
     assert sorted(r.index for g in groups for r in g) == sorted(r.index for r in recipients)
     for group in groups:
         assert group, "an empty request"

@@ -3,7 +3,7 @@
 Every adapter kind gets the same treatment: an answer that would be a
 success but is larger than `MAX_ANSWER_BYTES`, nested deeper than Python's
 recursion allows, or not UTF-8 is a malformed answer of that request
-(INTERFACE.md, "Failure semantics": like a 200 that omits its recipients),
+(docs/INTERFACE.md, "Failure semantics": like a 200 that omits its recipients),
 and a 4xx with such a body is still permanent. Nothing raises out of
 `Adapter.send`, and every text that comes back can be stored (UTF-8).
 """
