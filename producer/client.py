@@ -20,6 +20,7 @@ from producer import control
 from producer.accounts import AccountInfo, load_accounts
 from producer.control import JobStateConflict
 from producer.core import keys
+from producer.core.states import ENDED_STATES
 from producer.core.store import iter_outcomes, job_spec, read_status
 from producer.destinations import load_policy
 from producer.errors import SmsbulkError
@@ -94,13 +95,22 @@ def enqueue_chunk(
     )
 
 
-def enqueue_plan_if_due(client: redis.Redis, celery: Celery, job_id: str, priority: str) -> None:
-    """Plan now, unless the job waits for its schedule (workers release it)."""
-    if client.hget(keys.job(job_id), "state") != b"scheduled":
+def enqueue_plan_if_due(
+    client: redis.Redis, celery: Celery, job_id: str, priority: str, state: str | None = None
+) -> None:
+    """Plan now, unless the job waits for its schedule (workers release it).
+    ``state``: the job's state if the caller knows it (``store_job`` says
+    which it gave), else read from Redis."""
+    if state is None:
+        raw = client.hget(keys.job(job_id), "state")
+        state = raw.decode() if isinstance(raw, bytes) else None
+    if state != "scheduled":
         enqueue_plan(celery, job_id, priority)
 
 
-def publish_plan(client: redis.Redis, celery: Celery, job_id: str, priority: str) -> bool:
+def publish_plan(
+    client: redis.Redis, celery: Celery, job_id: str, priority: str, state: str | None = None
+) -> bool:
     """``enqueue_plan_if_due`` for a job just stored: False, and a warning, if
     the publish failed. Raising then would tell the caller the job failed
     and invite a second submission (every recipient sent twice); the job is
@@ -108,7 +118,7 @@ def publish_plan(client: redis.Redis, celery: Celery, job_id: str, priority: str
     once it has been silent for the visibility timeout (a scheduled job is
     released by the workers anyway)."""
     try:
-        enqueue_plan_if_due(client, celery, job_id, priority)
+        enqueue_plan_if_due(client, celery, job_id, priority, state)
     except Exception as error:  # whatever it was: the job exists, and is watched
         log.warning(
             "job %s is stored but its plan task was not published (%s: %s); "
@@ -162,8 +172,8 @@ class Producer:
         """
         check, messages = open_job(job, self.accounts(), load_policy(self._config_path))
         job_id = check.job_id or uuid.uuid4().hex
-        spec = store_job(self.redis, check, messages, job_id)
-        publish_plan(self.redis, self.celery, job_id, spec.priority)
+        stored = store_job(self.redis, check, messages, job_id)
+        publish_plan(self.redis, self.celery, job_id, stored.spec.priority, stored.state)
         return job_id
 
     def status(self, job_id: str) -> JobStatus:
@@ -186,7 +196,7 @@ class Producer:
         if outcome is None:
             raise NoSuchJob(job_id)
         state, changed = outcome
-        if not changed and state in control.FINAL_STATES:
+        if not changed and state in ENDED_STATES:
             raise JobStateConflict(f"job is {state}: nothing to {verb}")
         return state
 
@@ -233,7 +243,7 @@ class Producer:
         if outcome is None:
             raise NoSuchJob(job_id)
         state, changed = outcome
-        if not changed and state in control.FINAL_STATES:
+        if not changed and state in ENDED_STATES:
             return self.status(job_id)  # no recipient with those statuses: nothing to send
         if not changed:
             raise JobStateConflict(

@@ -15,51 +15,31 @@ import gc
 import json
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 import redis
 from redis.exceptions import RedisError
 
-from producer.core import keys
+from producer.core import keys, scripts
 from producer.core.store import encode_block, now_s
 from producer.errors import SmsbulkError
-from producer.job import JobExists, JobSpec
+from producer.job import JobExists, JobSpec, JobState
 from producer.validation import JobCheck
 
 BLOCKS_PER_WRITE = 50  # staged blocks per pipeline round trip (about 1.5 MB)
 DELETE_BATCH = 1000  # keys per DEL when discarding a submission
 
-# KEYS: the job hash, JOBS_INDEX, SCHEDULED, ACTIVE, then the n staged
-# blocks, then their n final names. If the job exists, the staged blocks are
-# dropped (0). If any staged block has expired, nothing is done (-1).
-# Otherwise the job hash is created (the fields of producer.core.store's layout),
-# every block is renamed into place and made permanent, and a queued job is
-# listed as active (the workers' watchdog re-plans it if its plan task is
-# lost) (1).
-_COMMIT_JOB = """
-local n = tonumber(ARGV[8])
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  for i = 5, 4 + n do redis.call('DEL', KEYS[i]) end
-  return 0
-end
-for i = 5, 4 + n do
-  if redis.call('EXISTS', KEYS[i]) == 0 then return -1 end
-end
-redis.call('HSET', KEYS[1], 'spec', ARGV[1], 'state', ARGV[2], 'total', ARGV[3],
-           'created_at', ARGV[4], 'origin', ARGV[5])
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[6])
-if ARGV[2] == 'scheduled' then redis.call('ZADD', KEYS[3], ARGV[7], ARGV[6]) end
-if ARGV[2] == 'queued' then redis.call('ZADD', KEYS[4], ARGV[4], ARGV[6]) end
-for i = 1, n do
-  redis.call('RENAME', KEYS[4 + i], KEYS[4 + n + i])
-  redis.call('PERSIST', KEYS[4 + n + i])
-end
-return 1
-"""
-
 
 class UploadExpired(SmsbulkError):
     """The submission took longer than its staged blocks live; nothing was stored."""
+
+
+class StoredJob(NamedTuple):
+    """A job just stored: its settings, and the state its commit gave it
+    (``scheduled`` if its schedule time is still ahead, else ``queued``)."""
+
+    spec: JobSpec
+    state: JobState
 
 
 def store_job(
@@ -68,9 +48,10 @@ def store_job(
     messages: Iterable[Any],
     job_id: str,
     origin: str = "",
-) -> JobSpec:
+) -> StoredJob:
     """Check and store a job whose settings ``check`` holds (``open_job``),
-    reading ``messages`` once, a block at a time; returns its settings.
+    reading ``messages`` once, a block at a time; returns its settings and
+    the state it was stored in.
     ``check.total`` is then the number of messages.
 
     Raises JobRefused or JobExists, and then nothing of it is stored.
@@ -93,11 +74,11 @@ def store_job(
                     pipe.execute()
             pipe.execute()
         spec = check.accepted()
-        _commit(client, spec, job_id, origin, upload, staged, check.total)
+        state = _commit(client, spec, job_id, origin, upload, staged, check.total)
     except BaseException:
         _discard(client, upload, staged)
         raise
-    return spec
+    return StoredJob(spec, state)
 
 
 @contextlib.contextmanager
@@ -130,29 +111,31 @@ def _commit(
     upload: str,
     blocks: int,
     total: int,
-) -> None:
+) -> JobState:
+    """Create the job and rename its staged blocks into place, in one step
+    (commit_job.lua); returns the state the script gave it."""
     created_at = now_s()
     schedule_s = spec.schedule_at.timestamp() if spec.schedule_at is not None else 0.0
-    # schedule_at in the past means now.
-    state = "scheduled" if schedule_s > created_at else "queued"
     settings = spec.model_dump(mode="json", exclude={"messages", "job_id"})
-    committed = client.eval(
-        _COMMIT_JOB,
-        4 + 2 * blocks,
-        keys.job(job_id),
-        keys.JOBS_INDEX,
-        keys.SCHEDULED,
-        keys.ACTIVE,
-        *(keys.upload_block(upload, n) for n in range(blocks)),
-        *(keys.block(job_id, n) for n in range(blocks)),
-        json.dumps(settings),
-        state,
-        total,
-        repr(created_at),
-        origin,
-        job_id,
-        repr(schedule_s),
-        blocks,
+    committed = scripts.script("commit_job")(
+        keys=[
+            keys.job(job_id),
+            keys.JOBS_INDEX,
+            keys.SCHEDULED,
+            keys.ACTIVE,
+            *(keys.upload_block(upload, n) for n in range(blocks)),
+            *(keys.block(job_id, n) for n in range(blocks)),
+        ],
+        args=[
+            json.dumps(settings),
+            total,
+            repr(created_at),
+            origin,
+            job_id,
+            repr(schedule_s),
+            blocks,
+        ],
+        client=client,
     )
     if committed == 0:
         raise JobExists(job_id)
@@ -160,6 +143,7 @@ def _commit(
         raise UploadExpired(
             f"job {job_id}: its messages took over {keys.UPLOAD_TTL_S} s to submit; submit again"
         )
+    return cast(JobState, cast(bytes, committed).decode())
 
 
 def _discard(client: redis.Redis, upload: str, blocks: int) -> None:

@@ -17,7 +17,7 @@ import redis
 import redis.asyncio as aioredis
 
 from producer import Producer, control
-from producer.core import keys
+from producer.core import keys, scripts
 from producer.core.store import now_s
 from tests.producer.test_control import mark_running, queued_tasks, settle, submit
 from worker.background import watchdog
@@ -116,8 +116,9 @@ def failed_job(producer: Producer, total: int = 2500) -> str:
 
 def reset_block(client: redis.Redis, job_id: str, block_no: int) -> int:
     """One block's step of the reset, as ``control.reset_outcomes`` takes it."""
-    script = client.register_script(control._RESET_OUTCOMES)
-    return int(script(keys=[keys.job(job_id), keys.outcomes(job_id, block_no)], args=[block_no, 1]))
+    script = scripts.script("reset_outcomes")
+    block = keys.outcomes(job_id, block_no)
+    return int(script(keys=[keys.job(job_id), block], args=[block_no, 1], client=client))
 
 
 def test_a_reopened_job_records_its_reset_and_never_completes_before_it(

@@ -26,7 +26,8 @@ from producer.client import (
     queue_for,
     redis_url_from_env,
 )
-from producer.core import keys
+from producer.core import keys, scripts
+from producer.core.states import SENDING_STATES
 from producer.core.store import job_spec, now_s, read_status
 from producer.destinations import load_policy
 from producer.job import JOB_ID_FORM, JobExists, JobRefused, is_job_id
@@ -49,12 +50,6 @@ UNEXPECTED_ERROR_RETRIES = 10
 UNEXPECTED_ERROR_RETRY_S = 15
 CANCEL_LEASE_MARGIN_S = 0.5  # a cancel sweep comes back this long after a busy lease ends
 _redis: redis.Redis | None = None
-_MARK_RUNNING = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'queued' or state == 'scheduled' then
-  redis.call('HSET', KEYS[1], 'state', 'running')
-end
-"""
 
 
 def sync_redis() -> redis.Redis:
@@ -83,6 +78,7 @@ def submit_job(self: Task, job: dict[str, Any]) -> dict[str, Any]:
         error = f"at most {CELERY_MAX_MESSAGES} via Celery; submit larger jobs in Python or HTTP"
         return {"error": "invalid job", "errors": [{"field": "messages", "msg": error}]}
     priority: str
+    state: str | None = None  # as stored; read again for a redelivered submission
     try:
         check, messages = open_job(job, load_accounts(client), load_policy())
         if check.job_id is None and not is_job_id(task_id):
@@ -90,7 +86,8 @@ def submit_job(self: Task, job: dict[str, Any]) -> dict[str, Any]:
             log.warning("job_refused_task_id")
             return {"error": f"the task id is not a job id ({JOB_ID_FORM}): give the job a job_id"}
         job_id = check.job_id or task_id
-        priority = store_job(client, check, messages, job_id, origin=task_id).priority
+        stored = store_job(client, check, messages, job_id, origin=task_id)
+        priority, state = stored.spec.priority, stored.state
         log.info("job_submitted", job_id=job_id, total=check.total)
     except JobRefused as refused:
         log.warning("job_refused", errors=refused.errors)
@@ -104,7 +101,7 @@ def submit_job(self: Task, job: dict[str, Any]) -> dict[str, Any]:
         # second plan task.
         log.info("job_submission_redelivered", job_id=job_id)
         priority = str((job_spec(client, job_id) or {}).get("priority", "normal"))
-    publish_plan(client, app, job_id, priority)
+    publish_plan(client, app, job_id, priority, state)
     return {"job_id": job_id}
 
 
@@ -131,7 +128,7 @@ def plan_job(self: Task, job_id: str, first_chunk: int = 0) -> None:
     if state == "scheduled" and datetime.fromisoformat(spec["schedule_at"]).timestamp() > now_s():
         return  # released by the scheduler when due
     client.zrem(keys.SCHEDULED, job_id)
-    if not first_chunk and state in ("queued", "running"):
+    if not first_chunk and state in SENDING_STATES:
         if not control.continue_retry(client, job_id, TIMING.pass_budget_s):
             client.zadd(keys.ACTIVE, {job_id: now_s()}, xx=True)
             enqueue_plan(app, job_id, spec.get("priority", "normal"))  # the rest of the reset
@@ -166,7 +163,7 @@ def plan_job(self: Task, job_id: str, first_chunk: int = 0) -> None:
     else:
         log.info("job_planned", job_id=job_id, chunks=n_chunks, chunk_size=chunk_size)
     # Running once its first chunks are queued, not once the last slice runs.
-    client.eval(_MARK_RUNNING, 1, keys.job(job_id))
+    scripts.script("mark_running")(keys=[keys.job(job_id)], client=client)
 
 
 def _retry_unknown_account(task: Task, job_id: str, account: str) -> None:
@@ -193,7 +190,7 @@ def send_chunk(self: Task, job_id: str, chunk_no: int, parts: int = 0) -> None:
     process."""
     runtime = get_runtime()
     job = runtime.run(runtime.store.job(job_id))
-    if job is None or job.state not in ("running", "queued"):
+    if job is None or job.state not in SENDING_STATES:
         return  # gone, paused or cancelled: resume/retry enqueue again
     queue = queue_for(job.spec.get("priority", "normal"))
     if job.spec["provider"] not in runtime.config.accounts:

@@ -17,13 +17,16 @@ from producer.job import FINAL_STATUSES, JobState
 
 JOB_STATES: tuple[JobState, ...] = get_args(JobState)
 
-# Who moves a job from one state to the next (None: the job does not exist yet).
+# Every move of a job from one state to another (None: the job does not
+# exist yet), and the scripts (producer/core/lua/) that make it: commit_job;
+# mark_queued (the releaser); mark_running (the plan); pause_job and
+# resume_job; cancel_job; finish_if_final (the last commit); reopen_job (retry).
 TRANSITIONS: dict[JobState | None, frozenset[JobState]] = {
     None: frozenset({"scheduled", "queued"}),  # submission
     "scheduled": frozenset({"queued", "running", "paused", "cancelled"}),  # release, plan
     "queued": frozenset({"running", "paused", "cancelled", "completed"}),  # plan, last commit
     "running": frozenset({"paused", "cancelled", "completed"}),
-    "paused": frozenset({"scheduled", "queued", "running", "cancelled"}),  # resume: where it was
+    "paused": frozenset({"scheduled", "queued", "cancelled"}),  # resume: where it was, or queued
     "completed": frozenset({"queued"}),  # retry
     "cancelled": frozenset({"queued"}),  # retry
 }

@@ -7,6 +7,7 @@ import gc
 import itertools
 import json
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -339,3 +340,21 @@ def test_a_celery_task_id_not_of_the_job_id_form_makes_no_job(
     answer = submit_task(job(numbers(3)), task_id)
     assert set(answer) == {"error"} and "task id" in answer["error"]
     assert every_key(task_redis) == []
+
+
+@pytest.mark.parametrize(
+    ("schedule_in_s", "state"), [(None, "queued"), (-60, "queued"), (3600, "scheduled")]
+)
+def test_store_job_returns_the_state_it_stored_the_job_in(
+    redis_client: redis.Redis, schedule_in_s: int | None, state: str
+) -> None:
+    fields: dict[str, Any] = {}
+    if schedule_in_s is not None:
+        fields["schedule_at"] = (datetime.now(UTC) + timedelta(seconds=schedule_in_s)).isoformat()
+    check, unread = open_job(job(numbers(3), **fields), ACCOUNTS)
+    stored = store_job(redis_client, check, unread, "decided")
+    assert stored.state == state
+    assert redis_client.hget(keys.job("decided"), "state") == state.encode()
+    assert stored.spec.priority == "normal"
+    listed = keys.SCHEDULED if state == "scheduled" else keys.ACTIVE
+    assert redis_client.zscore(listed, "decided") is not None

@@ -16,37 +16,29 @@ from typing import cast
 
 import redis
 
-from producer.core import keys
+from producer.core import keys, scripts
 from worker.background.periodic import Periodic
 
 POLL_S = 1.0
 CLAIM_S = 60
 CLAIM_BATCH = 100
 
-# KEYS[1]: the scheduled set. ARGV: claim seconds, batch. Returns due job ids.
-_CLAIM_DUE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
-for _, id in ipairs(due) do redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), id) end
-return due
-"""
-
-# Flip a due job from scheduled to queued; returns the state it is in now.
-_MARK_QUEUED = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'scheduled' then redis.call('HSET', KEYS[1], 'state', 'queued'); return 'queued' end
-return state
-"""
-
 
 def claim_due(client: redis.Redis) -> list[str]:
-    due = cast(list[bytes], client.eval(_CLAIM_DUE, 1, keys.SCHEDULED, CLAIM_S, CLAIM_BATCH))
+    """Due job ids, each claimed for CLAIM_S (claim_due.lua)."""
+    due = cast(
+        list[bytes],
+        scripts.script("claim_due")(
+            keys=[keys.SCHEDULED], args=[CLAIM_S, CLAIM_BATCH], client=client
+        ),
+    )
     return [job_id.decode() for job_id in due]
 
 
 def mark_queued(client: redis.Redis, job_id: str) -> str | None:
-    state = client.eval(_MARK_QUEUED, 1, keys.job(job_id))
+    """Flip a due job from scheduled to queued (mark_queued.lua); returns the
+    state it is in now."""
+    state = scripts.script("mark_queued")(keys=[keys.job(job_id)], client=client)
     return None if state is None else str(cast(bytes, state).decode())
 
 

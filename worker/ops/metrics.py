@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from producer.core.store import StoredOutcome
 from producer.errors import SmsbulkError
+from producer.job import FINAL_STATUSES
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -33,7 +34,6 @@ PORT_ENV = "SMSBULK_METRICS_PORT"
 DEFAULT_PORT = 9808
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-FINAL_STATUSES = ("accepted", "rejected", "failed", "expired", "cancelled", "unknown")
 LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 RECIPIENT_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
 PART_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)

@@ -6,9 +6,9 @@ import sys
 import time
 
 from producer import Producer
+from producer.core.states import ENDED_STATES
 from producer.job import JobStatus
 
-ENDED = ("completed", "cancelled")
 PLAIN_LINE_EVERY_S = 5.0
 
 
@@ -50,7 +50,7 @@ def wait_for_job(
             sys.stderr.write(line.lstrip("\r") + "\n")
             last_line = now
         # A cancelled job has ended once its sweep has settled every recipient.
-        ended = status.state in ENDED and not status.counts.get("pending", 0)
+        ended = status.state in ENDED_STATES and not status.counts.get("pending", 0)
         if ended or (timeout_s is not None and now - started > timeout_s):
             sys.stderr.write(("" if tty else line.lstrip("\r")) + "\n")
             sys.stderr.flush()

@@ -11,14 +11,13 @@ from decimal import Decimal
 from typing import Any
 
 from producer.core.store import StoredOutcome, now_s
+from producer.job import FINAL_STATUSES
 from worker.providers.account import Account
 from worker.providers.base import Recipient, RecipientResult, Verdict
 
-FINAL = frozenset({"accepted", "rejected", "failed", "expired", "cancelled", "unknown"})
-
 
 def is_final(outcome: StoredOutcome | None) -> bool:
-    return outcome is not None and outcome.status in FINAL
+    return outcome is not None and outcome.status in FINAL_STATUSES
 
 
 def simple(

@@ -11,8 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from producer.core.store import StoredOutcome
+from producer.job import FINAL_STATUSES
 from worker.ops.config import parse_account
-from worker.pipeline.outcomes import FINAL, from_result, is_final, simple
+from worker.pipeline.outcomes import from_result, is_final, simple
 from worker.pipeline.retry import backoff_s, retry_delay_s
 from worker.providers.account import Account
 from worker.providers.base import Recipient, RecipientResult, Verdict
@@ -118,7 +119,7 @@ def test_never_pending_at_or_past_max_attempts(
         account, at_most_once, make_recipient(), RecipientResult(verdict), attempt
     )
     if attempt >= max_attempts:
-        assert outcome.status in FINAL
+        assert outcome.status in FINAL_STATUSES
     if outcome.status == "unknown":
         assert at_most_once and verdict is Verdict.UNCERTAIN
     if verdict is Verdict.RETRY:  # never sent: safe to send again whatever the policy
