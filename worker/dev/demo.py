@@ -19,6 +19,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from worker.ops.progress import ENDED, render
 from worker.providers.registry import ADAPTERS
 
 RESULTS_CSV = "smsbulk-demo-results.csv"
+CONFIG_FILE = "providers.toml"  # in the work dir
 PIDS_FILE = "pids.json"  # in the work dir: what was started, for tests and post-mortems
 SANDBOX_LATENCY_MS = 20
 READY_TIMEOUT_S = 60.0
@@ -228,6 +230,84 @@ def _set_signals(handler: Any) -> dict[int, Any]:
     return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
+@dataclass
+class _Started:
+    """What the demo started, in order; `stop` ends it in reverse."""
+
+    valkey: ValkeyServer | None = None
+    processes: list[Process] = field(default_factory=list)
+    worker: Process | None = None
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        if self.valkey is not None:
+            self.valkey.stop()
+
+
+def _work_dir(workdir: Path | None) -> Path:
+    work = Path(tempfile.mkdtemp(prefix="smsbulk-demo-")) if workdir is None else workdir
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def _start(work: Path, kinds: list[str], keep_flower: bool, started: _Started) -> tuple[str, str]:
+    """Valkey, the sandbox, the worker and Flower, each recorded in `started`
+    as soon as it runs; returns the Redis URL and the sandbox URL."""
+    started.valkey = launcher.start_valkey(work / "valkey")
+    url = started.valkey.connection_url
+    env = {**os.environ, "SMSBULK_REDIS_URL": url}
+    process, port = launcher.start_sandbox(env, work, "--latency-ms", str(SANDBOX_LATENCY_MS))
+    started.processes.append(process)
+    sandbox_url = f"http://127.0.0.1:{port}"
+    config = work / CONFIG_FILE
+    env.update(SMSBULK_CONFIG=str(config), **write_config(config, sandbox_url, kinds))
+    started.worker = launcher.start_worker(env, work, "demo-worker", concurrency=2)
+    started.processes.append(started.worker)
+    if keep_flower:
+        flower, flower_port = launcher.start_flower(env, work)
+        started.processes.append(flower)
+        print(f"Flower: http://127.0.0.1:{flower_port} (until the demo ends)", flush=True)
+    return url, sandbox_url
+
+
+def _wait_for_worker(url: str, work: Path, started: _Started) -> Process:
+    """Write the pids file, then wait until the worker has registered its accounts."""
+    worker = started.worker
+    assert worker is not None
+    with redis.Redis.from_url(url) as client:
+        pids = {p.name: p.pid for p in started.processes}
+        pids["valkey"] = int(client.info("server")["process_id"])
+        (work / PIDS_FILE).write_text(json.dumps(pids))
+        ready = lambda: bool(client.hlen(keys.ACCOUNTS)) or not worker.alive()  # noqa: E731
+        launcher.wait_until(ready, READY_TIMEOUT_S, "the worker to register its accounts")
+    if not worker.alive():
+        raise RuntimeError("the worker exited at start-up")
+    return worker
+
+
+def _say_why(error: Exception, worker: Process | None) -> None:
+    tail = "\n".join(worker.output().splitlines()[-LOG_TAIL_LINES:]) if worker else ""
+    print(f"smsbulk demo: {error}; the worker's log ends:\n{tail}", file=sys.stderr)
+
+
+def _stop(started: _Started, previous: dict[int, Any]) -> None:
+    """Stop everything started, deaf to a second Ctrl-C until done."""
+    _set_signals(signal.SIG_IGN)  # a second Ctrl-C must not orphan a process
+    try:
+        started.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _clean_up(work: Path, ok: bool, keep: bool) -> None:
+    if ok and not keep:
+        shutil.rmtree(work, ignore_errors=True)
+    elif not ok:
+        print(f"smsbulk demo: logs kept in {work}", file=sys.stderr)
+
+
 def run_demo(
     recipients: int = 10_000, workdir: Path | None = None, keep_flower: bool = True
 ) -> int:
@@ -239,57 +319,23 @@ def run_demo(
     if not jobs:
         print("smsbulk demo: invalid input: --recipients must be at least 1", file=sys.stderr)
         return 2
-    work = Path(tempfile.mkdtemp(prefix="smsbulk-demo-")) if workdir is None else workdir
-    work.mkdir(parents=True, exist_ok=True)
+    work = _work_dir(workdir)
     print(f"smsbulk demo: kinds {', '.join(kinds)}; logs in {work}", file=sys.stderr)
-    valkey: ValkeyServer | None = None
-    processes: list[Process] = []
-    worker: Process | None = None
+    started = _Started()
     previous = _set_signals(signal.default_int_handler)  # SIGTERM too
     ok = False
     try:
-        valkey = launcher.start_valkey(work / "valkey")
-        url = valkey.connection_url
-        env = {**os.environ, "SMSBULK_REDIS_URL": url}
-        process, port = launcher.start_sandbox(env, work, "--latency-ms", str(SANDBOX_LATENCY_MS))
-        processes.append(process)
-        sandbox_url = f"http://127.0.0.1:{port}"
-        config = work / "providers.toml"
-        env.update(SMSBULK_CONFIG=str(config), **write_config(config, sandbox_url, kinds))
-        processes.append(worker := launcher.start_worker(env, work, "demo-worker", concurrency=2))
-        if keep_flower:
-            flower, flower_port = launcher.start_flower(env, work)
-            processes.append(flower)
-            print(f"Flower: http://127.0.0.1:{flower_port} (until the demo ends)", flush=True)
-        with redis.Redis.from_url(url) as client:
-            pids = {p.name: p.pid for p in processes}
-            pids["valkey"] = int(client.info("server")["process_id"])
-            (work / PIDS_FILE).write_text(json.dumps(pids))
-            ready = lambda: bool(client.hlen(keys.ACCOUNTS)) or not worker.alive()  # noqa: E731
-            launcher.wait_until(ready, READY_TIMEOUT_S, "the worker to register its accounts")
-        if not worker.alive():
-            raise RuntimeError("the worker exited at start-up")
-        _send(url, config, jobs, worker, sandbox_url)
+        url, sandbox_url = _start(work, kinds, keep_flower, started)
+        worker = _wait_for_worker(url, work, started)
+        _send(url, work / CONFIG_FILE, jobs, worker, sandbox_url)
         ok = True
         return 0
     except (RuntimeError, TimeoutError) as error:
-        tail = "\n".join(worker.output().splitlines()[-LOG_TAIL_LINES:]) if worker else ""
-        print(f"smsbulk demo: {error}; the worker's log ends:\n{tail}", file=sys.stderr)
+        _say_why(error, started.worker)
         return 1
     except KeyboardInterrupt:
         print("smsbulk demo: interrupted; stopping", file=sys.stderr)
         return 1
     finally:
-        _set_signals(signal.SIG_IGN)  # a second Ctrl-C must not orphan a process
-        try:
-            for process in reversed(processes):
-                process.stop()
-            if valkey is not None:
-                valkey.stop()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        if ok and workdir is None:
-            shutil.rmtree(work, ignore_errors=True)
-        elif not ok:
-            print(f"smsbulk demo: logs kept in {work}", file=sys.stderr)
+        _stop(started, previous)
+        _clean_up(work, ok, keep=workdir is not None)
