@@ -4,7 +4,6 @@ by whoever started them (``Stack.stop`` in a ``finally``)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -23,29 +22,16 @@ READY_LINE = " ready."  # Celery's "celery@HOST ready." once the pool consumes
 # Far above any rate reached here: the limiter is on the path but never binds.
 UNLIMITED = "messages_per_second = 1000000\nrequests_per_second = 100000"
 
-# Sandbox credentials by kind (the sandbox's defaults, as in `smsbulk demo`).
-CREDENTIALS: dict[str, dict[str, str]] = {
-    "sendbulk": {
-        "partner_id": sandbox.SANDBOX_PARTNER_ID,
-        "api_key": sandbox.SANDBOX_API_KEY,
-        "shortcode": sandbox.SANDBOX_SHORTCODE,
-    },
-    "gosms": {"api_key": sandbox.SANDBOX_GOSMS_KEY},
-    "voipcomm": {
-        "api_key": sandbox.SANDBOX_VOIP_KEY,
-        "api_password": sandbox.SANDBOX_VOIP_PASSWORD,
-        "currency": "USD",
-    },
-}
-
-# Account name -> (kind, settings beyond the credentials). batch_size is
-# each kind's maximum: gosms's default is 100 (its batch limit is not
-# documented), the benchmark sends it 1000 a request; voipcomm groups a
-# chunk's recipients by text.
+# Account name -> (kind, settings beyond the credentials): a `bench-KIND`
+# account for every kind, on its sandbox module's credentials and settings.
+# batch_size is each kind's maximum: gosms's default is 100 (its batch limit
+# is not documented), the benchmark sends it 1000 a request; voipcomm groups
+# a chunk's recipients by text.
 ACCOUNTS: dict[str, tuple[str, str]] = {
-    "bench-sendbulk": ("sendbulk", f"batch_size = 1000\n{UNLIMITED}"),
-    "bench-gosms": ("gosms", f"batch_size = 1000\n{UNLIMITED}"),
-    "bench-voipcomm": ("voipcomm", f"batch_size = 1000\n{UNLIMITED}"),
+    **{
+        f"bench-{kind}": (kind, f"batch_size = {adapter.max_batch_size}\n{UNLIMITED}")
+        for kind, adapter in ADAPTERS.items()
+    },
     "bench-limited": (
         "sendbulk",
         "batch_size = 1000\nmessages_per_second = {limit}\nrequests_per_second = 100000",
@@ -61,11 +47,9 @@ def write_accounts(path: Path, base_url: str, limit_parts_per_s: float) -> dict[
     for name, (kind, settings) in ACCOUNTS.items():
         lines += [f"\n[providers.{name}]", f'kind = "{kind}"', f'base_url = "{base_url}"']
         lines += ['default_region = "RO"', settings.format(limit=limit_parts_per_s)]
-        for key, value in CREDENTIALS[kind].items():
-            if key in ADAPTERS[kind].credential_keys:
-                var = f"SMSBULK_BENCH_{name}_{key}".upper().replace("-", "_")
-                env[var], value = value, f"${{{var}}}"
-            lines.append(f"{key} = {json.dumps(value)}")
+        account, account_env = sandbox.account_toml(kind, f"SMSBULK_BENCH_{name}")
+        lines += account
+        env.update(account_env)
     path.write_text("\n".join(lines) + "\n")
     return env
 

@@ -5,12 +5,18 @@ a template provider, does it have a default sender). They read only these
 facts, never credentials: ``${VAR}`` references are left unresolved here.
 The source is the TOML file of ``SMSBULK_CONFIG`` or, when a producer runs
 on a host without that file, the registry workers publish in Redis.
+
+What a provider kind is (template or text, sender required or not) is never
+written here: each worker publishes it with its accounts, from its adapter
+class (`KindInfo`, ``smsbulk:accounts``), and a producer reading the file
+takes it from there (or from the caller, as the ``smsbulk`` command does).
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -21,15 +27,30 @@ import redis
 from producer.core import keys
 from producer.errors import SmsbulkError
 
-KINDS = ("gosms", "sendbulk", "uspeedo", "voipcomm")
-# Template providers send a provider-side template with parameters, not our text.
-TEMPLATE_KINDS = frozenset({"uspeedo"})
-# Kinds whose API requires a sender on every request.
-SENDER_REQUIRED_KINDS = frozenset({"uspeedo"})
-
 
 class ConfigError(SmsbulkError):
     """The configuration is missing or malformed; the message names the key."""
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    """What producers need of a provider kind, published by workers from its adapter."""
+
+    # A template provider sends a provider-side template with parameters, not our text.
+    template: bool = False
+    # The provider's API requires a sender on every request.
+    needs_sender: bool = False
+
+    def flags(self) -> str:
+        """The registry's form: ``template,sender``, either, or empty."""
+        return ",".join(
+            name for name, on in (("template", self.template), ("sender", self.needs_sender)) if on
+        )
+
+    @classmethod
+    def from_flags(cls, flags: str) -> KindInfo:
+        names = set(flags.split(","))
+        return cls(template="template" in names, needs_sender="sender" in names)
 
 
 @dataclass(frozen=True)
@@ -40,14 +61,15 @@ class AccountInfo:
     # For `estimate` (read from the file only; the Redis registry has none).
     price_per_part: Decimal | None = None
     currency: str | None = None
+    facts: KindInfo = KindInfo()
 
     @property
     def is_template(self) -> bool:
-        return self.kind in TEMPLATE_KINDS
+        return self.facts.template
 
     @property
     def needs_sender(self) -> bool:
-        return self.kind in SENDER_REQUIRED_KINDS
+        return self.facts.needs_sender
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -60,7 +82,15 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"SMSBULK_CONFIG: {path} is not valid TOML: {error}") from None
 
 
-def accounts_from_config(config: dict[str, Any]) -> dict[str, AccountInfo]:
+def accounts_from_config(
+    config: dict[str, Any], kinds: Mapping[str, KindInfo] | None = None
+) -> dict[str, AccountInfo]:
+    """The file's accounts, with the facts of their kinds from `kinds`.
+
+    With `kinds` empty or None (no worker has published yet and the caller
+    knows none) every kind is taken as a text kind with no sender required:
+    the kind itself is checked by the workers when they start.
+    """
     providers = config.get("providers")
     if not isinstance(providers, dict) or not providers:
         raise ConfigError("providers: the configuration defines no [providers.NAME] account")
@@ -69,8 +99,9 @@ def accounts_from_config(config: dict[str, Any]) -> dict[str, AccountInfo]:
         if not isinstance(table, dict):
             raise ConfigError(f"providers.{name}: must be a table")
         kind = table.get("kind")
-        if kind not in KINDS:
-            raise ConfigError(f"providers.{name}.kind: must be one of {', '.join(KINDS)}")
+        if not isinstance(kind, str) or not kind or (kinds and kind not in kinds):
+            known = ", ".join(sorted(kinds)) if kinds else "the kinds the workers know"
+            raise ConfigError(f"providers.{name}.kind: must be one of {known}")
         sender = table.get("sender")
         currency = table.get("currency")
         accounts[name] = AccountInfo(
@@ -79,6 +110,7 @@ def accounts_from_config(config: dict[str, Any]) -> dict[str, AccountInfo]:
             sender if isinstance(sender, str) else None,
             _price(name, table.get("price_per_part")),
             currency if isinstance(currency, str) else None,
+            (kinds or {}).get(kind, KindInfo()),
         )
     return accounts
 
@@ -99,28 +131,42 @@ def _price(name: str, raw: Any) -> Decimal | None:
 
 
 def load_accounts(
-    client: redis.Redis | None = None, config_path: str | None = None
+    client: redis.Redis | None = None,
+    config_path: str | None = None,
+    kinds: Mapping[str, KindInfo] | None = None,
 ) -> dict[str, AccountInfo]:
-    """Accounts from the config file if one is set, else from the workers' registry."""
+    """Accounts from the config file if one is set, else from the workers' registry.
+
+    The facts of each kind come from `kinds` when given (a worker's own
+    adapters), else from what the workers published in the registry.
+    """
     path = config_path or os.environ.get("SMSBULK_CONFIG")
+    registered = _registered(client) if client is not None and (kinds is None or not path) else {}
     if path:
-        return accounts_from_config(read_config_file(path))
-    if client is not None:
-        registered = cast(dict[bytes, bytes], client.hgetall(keys.ACCOUNTS))
-        if registered:
-            return {
-                name.decode(): AccountInfo(name.decode(), *_split_registry(value))
-                for name, value in registered.items()
-            }
+        if kinds is None:
+            kinds = {account.kind: account.facts for account in registered.values()}
+        return accounts_from_config(read_config_file(path), kinds)
+    if registered:
+        return registered
     raise ConfigError(
         "SMSBULK_CONFIG: not set, and no worker has registered its accounts in Redis yet"
     )
 
 
 def registry_value(account: AccountInfo) -> str:
-    return f"{account.kind}\t{account.sender or ''}"
+    """``kind<TAB>sender<TAB>flags``: what a worker publishes of an account."""
+    return f"{account.kind}\t{account.sender or ''}\t{account.facts.flags()}"
 
 
-def _split_registry(value: bytes) -> tuple[str, str | None]:
-    kind, _, sender = value.decode().partition("\t")
-    return kind, sender or None
+def _registered(client: redis.Redis) -> dict[str, AccountInfo]:
+    registered = cast(dict[bytes, bytes], client.hgetall(keys.ACCOUNTS))
+    return {
+        name.decode(): _from_registry(name.decode(), value) for name, value in registered.items()
+    }
+
+
+def _from_registry(name: str, value: bytes) -> AccountInfo:
+    # A worker of an earlier release published two fields: no flags.
+    kind, _, rest = value.decode().partition("\t")
+    sender, _, flags = rest.partition("\t")
+    return AccountInfo(name, kind, sender or None, facts=KindInfo.from_flags(flags))

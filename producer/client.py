@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, cast
 
@@ -17,7 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from producer import control
-from producer.accounts import AccountInfo, load_accounts
+from producer.accounts import AccountInfo, KindInfo, load_accounts
 from producer.control import JobStateConflict
 from producer.core import keys
 from producer.core.states import ENDED_STATES
@@ -142,10 +142,18 @@ def broker_app(redis_url: str) -> Celery:
 class Producer:
     """Submit jobs and read their status and results."""
 
-    def __init__(self, redis_url: str | None = None, config_path: str | None = None) -> None:
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        config_path: str | None = None,
+        kinds: Mapping[str, KindInfo] | None = None,
+    ) -> None:
+        """``kinds``: the facts of each provider kind, when the caller knows
+        them (the ``smsbulk`` command does); else those the workers publish."""
         self.redis_url = redis_url or redis_url_from_env()
         self.redis = connect(self.redis_url)
         self._config_path = config_path
+        self._kinds = kinds
         self._celery: Celery | None = None
 
     @property
@@ -155,7 +163,7 @@ class Producer:
         return self._celery
 
     def accounts(self) -> dict[str, AccountInfo]:
-        return load_accounts(self.redis, self._config_path)
+        return load_accounts(self.redis, self._config_path, self._kinds)
 
     def submit(self, job: Job | dict[str, Any] | str | bytes) -> str:
         """Validate, store and enqueue a job; returns its id.

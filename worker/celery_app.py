@@ -105,6 +105,7 @@ def _check_config(**_: Any) -> None:
 
     from producer.accounts import AccountInfo, registry_value
     from worker.ops.config import load_config
+    from worker.providers.registry import adapter_class
 
     try:
         config = load_config()
@@ -116,7 +117,14 @@ def _check_config(**_: Any) -> None:
         client.hset(
             keys.ACCOUNTS,
             mapping={
-                name: registry_value(AccountInfo(name, account.kind, account.sender))
+                name: registry_value(
+                    AccountInfo(
+                        name,
+                        account.kind,
+                        account.sender,
+                        facts=adapter_class(account.kind).kind_info(),
+                    )
+                )
                 for name, account in config.accounts.items()
             },
         )

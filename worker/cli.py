@@ -29,6 +29,7 @@ from producer.errors import SmsbulkError
 from producer.job import is_job_id, job_schema
 from producer.results import ENCODERS, write_results
 from worker.ops.progress import wait_for_job
+from worker.providers.registry import kind_infos
 
 
 class UsageError(SmsbulkError):
@@ -344,7 +345,7 @@ def run_command(args: argparse.Namespace, worker_args: list[str] | None) -> int:
     job_id = getattr(args, "job_id", None)
     if job_id is not None and not is_job_id(job_id):
         raise NoSuchJob(job_id)  # no Redis key is built from an id of another form
-    producer = Producer(args.redis_url)
+    producer = Producer(args.redis_url, kinds=kind_infos())
     try:
         return PRODUCER_COMMANDS[args.command](args, producer)
     finally:

@@ -39,6 +39,7 @@ from worker.ops.logs import get_logger
 from worker.pipeline.cancelling import Sweep, sweep_cancelled
 from worker.pipeline.chunking import chunk_count
 from worker.pipeline.sending import ChunkSender, PassResult, defer_unless_capacity, fail_chunk
+from worker.providers.registry import kind_infos
 from worker.runtime import Runtime, get_runtime
 from worker.store import JobSpec, ResultsStore, new_token
 
@@ -80,7 +81,7 @@ def submit_job(self: Task, job: dict[str, Any]) -> dict[str, Any]:
     priority: str
     state: str | None = None  # as stored; read again for a redelivered submission
     try:
-        check, messages = open_job(job, load_accounts(client), load_policy())
+        check, messages = open_job(job, load_accounts(client, kinds=kind_infos()), load_policy())
         if check.job_id is None and not is_job_id(task_id):
             # Keys are built from the job id: `acc-q-evil:m:0` would be another job's block.
             log.warning("job_refused_task_id")

@@ -146,20 +146,15 @@ default_region = "RO"
 """
 
 
-# One account per adapter kind, named after it, with the sandbox's default
-# credentials. Kinds missing here are the ones make_stack already configures.
+# One account per adapter kind, named after it, with its sandbox module's
+# credentials and account settings. sendbulk's is the one make_stack configures.
 PROVIDER_ACCOUNTS = {
-    "gosms": f'api_key = "{sandbox.SANDBOX_GOSMS_KEY}"',
-    "uspeedo": (
-        f'access_key_id = "{sandbox.SANDBOX_USPEEDO_ID}"\n'
-        f'access_key_secret = "{sandbox.SANDBOX_USPEEDO_SECRET}"\n'
-        'sender = "uSpeedo"'
-    ),
-    "voipcomm": (
-        f'api_key = "{sandbox.SANDBOX_VOIP_KEY}"\n'
-        f'api_password = "{sandbox.SANDBOX_VOIP_PASSWORD}"\n'
-        'currency = "USD"'
-    ),
+    kind: "\n".join(
+        f"{key} = {json.dumps(value)}"
+        for key, value in {**module.CREDENTIALS, **module.ACCOUNT_SETTINGS}.items()
+    )
+    for kind, module in sandbox.SANDBOXES.items()
+    if kind != "sendbulk"
 }
 
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from producer.accounts import AccountInfo, ConfigError, accounts_from_config
+from producer.accounts import AccountInfo, ConfigError, KindInfo, accounts_from_config
 from producer.estimate import estimate
 from producer.job import Job
 from producer.parts import count_parts
@@ -20,7 +20,13 @@ from worker.cli import main
 
 PRICED = AccountInfo("ro", "gosms", price_per_part=Decimal("0.035"), currency="EUR")
 UNPRICED = AccountInfo("plain", "sendbulk")
-TEMPLATE = AccountInfo("tpl", "uspeedo", sender="Shop", price_per_part=Decimal("0.01"))
+TEMPLATE = AccountInfo(
+    "tpl",
+    "uspeedo",
+    sender="Shop",
+    price_per_part=Decimal("0.01"),
+    facts=KindInfo(template=True, needs_sender=True),
+)
 
 CONFIG = """
 [providers.ro]

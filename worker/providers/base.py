@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 
+from producer.accounts import KindInfo
 from producer.errors import SmsbulkError
 from worker.providers.account import Account, NumberFormat
 from worker.providers.transport import MAX_ANSWER_BYTES, RequestBody, read_answer
@@ -252,16 +253,28 @@ def _storable_result(result: RecipientResult) -> RecipientResult:
 
 
 class Adapter(ABC):
-    """Subclasses set the class attributes and implement the two steps."""
+    """Subclasses set the class attributes and implement the two steps.
 
-    kind: ClassVar[str]
-    credential_keys: ClassVar[tuple[str, ...]]
+    The class attributes are every fact of a kind, written once: the
+    configuration, the producers (through `kind_info`, published by the
+    workers), docs/CONFIGURATION.md, the demo and the benchmark follow them
+    (docs/ADDING-A-PROVIDER.md).
+    """
+
+    kind: ClassVar[str]  # the account's ``kind``
+    credential_keys: ClassVar[tuple[str, ...]]  # the account keys read as ${VAR}s
     default_batch_size: ClassVar[int] = 100
     max_batch_size: ClassVar[int] = 1000
     default_max_parts: ClassVar[int] = 10
     max_text_chars: ClassVar[int | None] = None
-    is_template: ClassVar[bool] = False
+    is_template: ClassVar[bool] = False  # sends a provider template with params, not a text
+    needs_sender: ClassVar[bool] = False  # every request needs a sender (job or account)
     default_number_format: ClassVar[NumberFormat] = "digits"
+
+    @classmethod
+    def kind_info(cls) -> KindInfo:
+        """What producers need of this kind; workers publish it with their accounts."""
+        return KindInfo(template=cls.is_template, needs_sender=cls.needs_sender)
 
     def __init__(self, account: Account) -> None:
         self.account = account

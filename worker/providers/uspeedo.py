@@ -52,6 +52,7 @@ class UspeedoAdapter(Adapter):
     default_batch_size = 100
     max_batch_size = 1000
     is_template = True
+    needs_sender = True  # every TaskContent element has its SenderId
     default_number_format = "digits"
 
     def group(self, recipients: Sequence[Recipient]) -> list[list[Recipient]]:

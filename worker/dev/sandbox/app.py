@@ -34,26 +34,17 @@ import json
 import random
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from worker.dev.sandbox import gosms, sendbulk, uspeedo, voipcomm
 from worker.dev.sandbox.core import (
-    KINDS,
     KNOBS,
-    SANDBOX_API_KEY,
-    SANDBOX_GOSMS_KEY,
-    SANDBOX_PARTNER_ID,
-    SANDBOX_SHORTCODE,
-    SANDBOX_USPEEDO_ID,
-    SANDBOX_USPEEDO_SECRET,
-    SANDBOX_VOIP_KEY,
-    SANDBOX_VOIP_PASSWORD,
     STATE,
     Handler,
-    SandboxCredentials,
     SandboxSettings,
     SandboxState,
     check_knob,
@@ -69,13 +60,60 @@ __all__ = [
     "SANDBOX_USPEEDO_SECRET",
     "SANDBOX_VOIP_KEY",
     "SANDBOX_VOIP_PASSWORD",
+    "SANDBOXES",
     "STATE",
-    "SandboxCredentials",
     "SandboxSettings",
     "SandboxState",
+    "account_toml",
     "make_app",
     "run_sandbox",
 ]
+
+
+class SandboxModule(Protocol):
+    """What a provider's sandbox module declares (``worker/dev/sandbox/KIND.py``)."""
+
+    KIND: str
+    CREDENTIALS: dict[str, str]  # keyed by the adapter's credential_keys
+    ACCOUNT_SETTINGS: dict[str, str]  # what else an account on it wants
+
+    def setup(self, app: web.Application) -> None: ...
+
+
+# Provider kind -> its sandbox module: the one list of the APIs served here.
+SANDBOXES: dict[str, SandboxModule] = {
+    module.KIND: module for module in (sendbulk, gosms, uspeedo, voipcomm)
+}
+KINDS = tuple(SANDBOXES)
+
+# The modules' credentials under the names the tests and tools import.
+SANDBOX_PARTNER_ID = sendbulk.CREDENTIALS["partner_id"]
+SANDBOX_API_KEY = sendbulk.CREDENTIALS["api_key"]
+SANDBOX_SHORTCODE = sendbulk.CREDENTIALS["shortcode"]
+SANDBOX_GOSMS_KEY = gosms.CREDENTIALS["api_key"]
+SANDBOX_USPEEDO_ID = uspeedo.CREDENTIALS["access_key_id"]
+SANDBOX_USPEEDO_SECRET = uspeedo.CREDENTIALS["access_key_secret"]
+SANDBOX_VOIP_KEY = voipcomm.CREDENTIALS["api_key"]
+SANDBOX_VOIP_PASSWORD = voipcomm.CREDENTIALS["api_password"]
+
+
+def account_toml(
+    kind: str, var_prefix: str, settings: Mapping[str, str] | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """The TOML lines of a `kind` account on this sandbox beyond kind, base_url
+    and limits: its credentials as ``${VAR}``s (``VAR_PREFIX_KEY``, as in
+    production), then `settings` (default: the module's ACCOUNT_SETTINGS).
+    Returns the lines and the environment the ``${VAR}``s need."""
+    module = SANDBOXES[kind]
+    lines, env = [], {}
+    for key, value in module.CREDENTIALS.items():
+        var = f"{var_prefix}_{key}".upper().replace("-", "_")
+        env[var] = value
+        lines.append(f'{key} = "${{{var}}}"')
+    extra = module.ACCOUNT_SETTINGS if settings is None else settings
+    lines += [f"{key} = {json.dumps(value)}" for key, value in extra.items()]
+    return lines, env
+
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a GoSMS batch of 1000 texts of 39,015 characters
 _SENT_CHUNK_LINES = 5000
@@ -249,7 +287,7 @@ def make_app(settings: SandboxSettings | None = None) -> web.Application:
     """The sandbox: all four provider APIs plus `/_sandbox/` inspection."""
     app = web.Application(middlewares=[_faults], client_max_size=MAX_BODY_BYTES)
     app[STATE] = SandboxState(settings if settings is not None else SandboxSettings())
-    for provider in (sendbulk, gosms, uspeedo, voipcomm):
+    for provider in SANDBOXES.values():
         provider.setup(app)
     app.router.add_get("/_sandbox/stats", _stats)
     app.router.add_get("/_sandbox/sent", _sent)

@@ -13,40 +13,19 @@ import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from aiohttp import web
 
-SANDBOX_PARTNER_ID = "sandbox-partner"
-SANDBOX_API_KEY = "sandbox-key"
-SANDBOX_SHORTCODE = "SANDBOX"
-SANDBOX_GOSMS_KEY = "sandbox-gosms-key"
-SANDBOX_USPEEDO_ID = "sandbox-id"
-SANDBOX_USPEEDO_SECRET = "sandbox-secret"
-SANDBOX_VOIP_KEY = "sandbox-voip"
-SANDBOX_VOIP_PASSWORD = "sandbox-voip-pass"
-
-KINDS = ("sendbulk", "gosms", "uspeedo", "voipcomm")
 PLAIN_NUMBER = re.compile(r"[0-9]{8,15}")  # country code and digits, no prefix
 _INTERN_MAX = 10_000  # distinct texts and senders shared between rows
 
 
-@dataclass(frozen=True)
-class SandboxCredentials:
-    sendbulk_partner_id: str = SANDBOX_PARTNER_ID
-    sendbulk_api_key: str = SANDBOX_API_KEY
-    sendbulk_shortcode: str = SANDBOX_SHORTCODE
-    gosms_api_key: str = SANDBOX_GOSMS_KEY
-    uspeedo_access_key_id: str = SANDBOX_USPEEDO_ID
-    uspeedo_access_key_secret: str = SANDBOX_USPEEDO_SECRET
-    voipcomm_api_key: str = SANDBOX_VOIP_KEY
-    voipcomm_api_password: str = SANDBOX_VOIP_PASSWORD
-
-
 @dataclass
 class SandboxSettings:
-    """Knobs; all but `credentials` can be changed at run time."""
+    """Knobs, all of which can be changed at run time; each provider module
+    declares the credentials it accepts (its ``CREDENTIALS``)."""
 
     latency_ms: float = 0.0
     fail_rate: float = 0.0
@@ -67,14 +46,13 @@ class SandboxSettings:
     # Close a connection left idle this long after an answer (0: never), as
     # servers close kept-alive connections (Node and Apache 5 s, gunicorn 2 s).
     idle_close_s: float = 0.0
-    credentials: SandboxCredentials = field(default_factory=SandboxCredentials)
 
     def __post_init__(self) -> None:
         for name in KNOBS:
             check_knob(name, getattr(self, name))
 
 
-KNOBS = tuple(f.name for f in fields(SandboxSettings) if f.name != "credentials")
+KNOBS = tuple(f.name for f in fields(SandboxSettings))
 
 
 def check_knob(name: str, value: object) -> None:

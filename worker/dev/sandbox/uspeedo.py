@@ -42,6 +42,11 @@ from worker.dev.sandbox.core import (
 )
 
 KIND = "uspeedo"
+# The account keys this sandbox accepts (the adapter's credential_keys), once:
+# the demo and the benchmark configure their accounts with them.
+CREDENTIALS = {"access_key_id": "sandbox-id", "access_key_secret": "sandbox-secret"}
+# The adapter needs a sender (here or in the job).
+ACCOUNT_SETTINGS = {"sender": "uSpeedo"}
 PATH = "/api/v1/usms/SendBatchUSMSMessage"
 INVALID = 215392
 MISSING = 215397
@@ -111,8 +116,7 @@ def _credentials_ok(state: SandboxState, header: str) -> bool:
         decoded = base64.b64decode(token, validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         return False
-    creds = state.settings.credentials
-    return decoded == f"{creds.uspeedo_access_key_id}:{creds.uspeedo_access_key_secret}"
+    return decoded == f"{CREDENTIALS['access_key_id']}:{CREDENTIALS['access_key_secret']}"
 
 
 def _refuse(state: SandboxState, refusal: _Refusal) -> web.Response:

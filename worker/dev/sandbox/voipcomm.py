@@ -44,6 +44,11 @@ from worker.dev.sandbox.core import (
 )
 
 KIND = "voipcomm"
+# The account keys this sandbox accepts (the adapter's credential_keys), once:
+# the demo and the benchmark configure their accounts with them.
+CREDENTIALS = {"api_key": "sandbox-voip", "api_password": "sandbox-voip-pass"}
+# Its answers give a `sale` without a currency: the account says which.
+ACCOUNT_SETTINGS = {"currency": "USD"}
 PATH = "/api-v2/index.php/sms/send"
 FIELDS = ("from", "to", "msg", "delivery_date")
 PRICE_PER_PART = 0.01
@@ -74,10 +79,8 @@ def _credentials_ok(state: SandboxState, header: str | None) -> bool:
         decoded = base64.b64decode(token, validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         return False
-    creds = state.settings.credentials
-    return (
-        scheme == "Basic" and decoded == f"{creds.voipcomm_api_key}:{creds.voipcomm_api_password}"
-    )
+    expected = f"{CREDENTIALS['api_key']}:{CREDENTIALS['api_password']}"
+    return scheme == "Basic" and decoded == expected
 
 
 async def _form(request: web.Request) -> dict[str, str]:
