@@ -19,6 +19,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 import redis
@@ -32,14 +33,7 @@ UNACKED = 500
 FILL_BATCH = 10_000
 
 # The script before this measurement: every queued and unacknowledged body.
-OLD_SNAPSHOT = """
-local out = {}
-for i = 1, #KEYS - 1 do
-  for _, raw in ipairs(redis.call('LRANGE', KEYS[i], 0, -1)) do out[#out + 1] = raw end
-end
-for _, raw in ipairs(redis.call('HVALS', KEYS[#KEYS])) do out[#out + 1] = raw end
-return out
-"""
+OLD_SNAPSHOT = Path(__file__).with_name("old_watchdog_snapshot.lua")
 
 
 def job_id(n: int) -> str:
@@ -86,7 +80,7 @@ def valkey_cpu_s(client: redis.Redis) -> float:
 
 def measure(client: redis.Redis, what: str, run: Callable[[], Any]) -> None:
     calls: list[float] = []
-    original = client.eval
+    original = client.evalsha  # every script call (redis-py's Script objects)
 
     def timed(*args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
@@ -95,13 +89,13 @@ def measure(client: redis.Redis, what: str, run: Callable[[], Any]) -> None:
         finally:
             calls.append(time.perf_counter() - started)
 
-    client.eval = timed  # type: ignore[method-assign]
+    client.evalsha = timed  # type: ignore[method-assign]
     cpu_before = valkey_cpu_s(client)
     started = time.perf_counter()
     try:
         result = run()
     finally:
-        client.eval = original  # type: ignore[method-assign]
+        client.evalsha = original  # type: ignore[method-assign]
     wall_s = time.perf_counter() - started
     cpu_s = valkey_cpu_s(client) - cpu_before
     print(
@@ -147,9 +141,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         if args.old:
             lists = [*watchdog.queue_lists(), watchdog.KOMBU_UNACKED]
+            old_snapshot = client.register_script(OLD_SNAPSHOT.read_text(encoding="utf-8"))
 
             def old() -> str:
-                raws = cast(list[bytes], client.eval(OLD_SNAPSHOT, len(lists), *lists))
+                raws = cast(list[bytes], old_snapshot(keys=lists))
                 started = time.perf_counter()
                 parsed = sum(watchdog.parse_task(raw) is not None for raw in raws)
                 return (

@@ -17,9 +17,10 @@ import redis
 
 from producer import InvalidRetry, JobStateConflict, NoSuchJob, Producer
 from producer.core import keys
+from producer.core.scripts import script
 from producer.core.store import StoredOutcome, now_s
 from producer.job import JobStatus
-from worker.store import _COMMIT, FINAL_CODES, outcome_records
+from worker.store import outcome_records
 
 Action = Callable[[Producer, str], JobStatus]
 
@@ -44,21 +45,16 @@ def settle(client: redis.Redis, job_id: str, statuses: dict[int, str], attempts:
         )
     state = ""
     for block_no, outcomes in by_block.items():
-        raw = client.eval(
-            _COMMIT,
-            5,
-            keys.job(job_id),
-            keys.outcomes(job_id, block_no),
-            keys.requests(job_id, block_no),
-            keys.FINISHED,
-            keys.ACTIVE,
-            "",
-            "",
-            "{}",
-            repr(now_s()),
-            json.dumps(FINAL_CODES),
-            job_id,
-            outcome_records(outcomes),
+        raw = script("commit_outcomes")(
+            keys=[
+                keys.job(job_id),
+                keys.outcomes(job_id, block_no),
+                keys.requests(job_id, block_no),
+                keys.FINISHED,
+                keys.ACTIVE,
+            ],
+            args=["", "", "{}", repr(now_s()), job_id, outcome_records(outcomes)],
+            client=client,
         )
         state = raw.decode() if isinstance(raw, bytes) else str(raw)
     return state

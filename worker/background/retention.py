@@ -23,7 +23,6 @@ added to it from the jobs index when a worker starts, and every few hours.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -34,12 +33,12 @@ from typing import cast
 import redis
 
 from producer.core import keys
+from producer.core.scripts import script
 from producer.core.store import block_count, now_s
 from worker.background.periodic import Periodic
 from worker.ops.logs import get_logger
 from worker.ops.timing import DAY_S, retention_sweep_s
 from worker.pipeline.chunking import chunk_count
-from worker.store import FINAL_CODES
 
 log = get_logger()
 
@@ -51,91 +50,6 @@ BACKFILL_S = 6 * 3600
 # failed for good) is removed this much later than a settled one: by then no
 # worker can still be writing to it.
 UNSETTLED_GRACE_S = DAY_S
-
-# KEYS: job hash, finished set, jobs index, scheduled set, active set.
-# ARGV: job id, cutoff (epoch s), cutoff for unsettled jobs, final codes JSON.
-# Returns {'remove', total, chunk_size} once the job is marked (or was
-# already), else {why}: 'gone' (index entries dropped), 'open' (reopened by a
-# retry: dropped from finished until it ends again), 'later' (ended again
-# after the cutoff: rescored), 'unsettled' (a cancel sweep still to finish).
-_MARK = """
-local job, id = KEYS[1], ARGV[1]
-local h = redis.call('HMGET', job, 'state', 'finished_at', 'total', 'chunk_size', 'removing')
-local state, finished = h[1], h[2]
-if not state then
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('ZREM', KEYS[3], id)
-  redis.call('ZREM', KEYS[4], id)
-  redis.call('ZREM', KEYS[5], id)
-  return {'gone'}
-end
-if not h[5] then
-  if (state ~= 'completed' and state ~= 'cancelled') or not finished then
-    redis.call('ZREM', KEYS[2], id)
-    return {'open'}
-  end
-  if tonumber(finished) > tonumber(ARGV[2]) then
-    redis.call('ZADD', KEYS[2], finished, id)
-    return {'later'}
-  end
-  local done = 0
-  for _, code in ipairs(cjson.decode(ARGV[4])) do
-    done = done + tonumber(redis.call('HGET', job, 'n:' .. code) or '0')
-  end
-  if done < tonumber(h[3]) and tonumber(finished) > tonumber(ARGV[3]) then
-    return {'unsettled'}
-  end
-  redis.call('HSET', job, 'removing', '1')
-end
-return {'remove', h[3], h[4] or ''}
-"""
-
-# KEYS: job hash, finished set, jobs index, scheduled set, active set, then
-# the job's keys to remove. ARGV: job id, '1' for the last batch (the job hash and its
-# index entries go too). Returns how many keys existed, or -1 if the job is
-# not marked for removal (another worker has finished removing it).
-_REMOVE = """
-if redis.call('HEXISTS', KEYS[1], 'removing') == 0 then return -1 end
-local n = 0
-if #KEYS > 5 then n = redis.call('UNLINK', unpack(KEYS, 6)) end
-if ARGV[2] == '1' then
-  n = n + redis.call('UNLINK', KEYS[1])
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  redis.call('ZREM', KEYS[4], ARGV[1])
-  redis.call('ZREM', KEYS[5], ARGV[1])
-end
-return n
-"""
-
-# KEYS: finished set, active set, then one job hash per id. ARGV: now, the
-# final status codes (JSON), then the job ids. Lists every ended job not in
-# ``finished`` yet (returns how many), and every queued or running job, and
-# every cancelled job whose sweep has not settled it, not in ``active`` (as
-# active now, so that the watchdog, worker/background/watchdog.py, watches jobs older
-# than it too).
-_BACKFILL = """
-local final = cjson.decode(ARGV[2])
-local function unsettled(job)
-  local done = 0
-  for _, code in ipairs(final) do
-    done = done + tonumber(redis.call('HGET', job, 'n:' .. code) or '0')
-  end
-  return done < tonumber(redis.call('HGET', job, 'total') or '0')
-end
-local added = 0
-for i = 3, #ARGV do
-  local id, job = ARGV[i], KEYS[i]
-  local h = redis.call('HMGET', job, 'state', 'finished_at')
-  if (h[1] == 'completed' or h[1] == 'cancelled') and h[2] then
-    added = added + redis.call('ZADD', KEYS[1], 'NX', h[2], id)
-  end
-  if h[1] == 'queued' or h[1] == 'running' or (h[1] == 'cancelled' and unsettled(job)) then
-    redis.call('ZADD', KEYS[2], 'NX', ARGV[1], id)
-  end
-end
-return added
-"""
 
 _INDEXES = (keys.FINISHED, keys.JOBS_INDEX, keys.SCHEDULED, keys.ACTIVE)
 
@@ -177,15 +91,10 @@ def remove_job(
     job_key = keys.job(job_id)
     reply = cast(
         list[bytes],
-        client.eval(
-            _MARK,
-            1 + len(_INDEXES),
-            job_key,
-            *_INDEXES,
-            job_id,
-            repr(cutoff_s),
-            repr(unsettled_cutoff_s),
-            json.dumps(FINAL_CODES),
+        script("retention_mark")(
+            keys=[job_key, *_INDEXES],
+            args=[job_id, repr(cutoff_s), repr(unsettled_cutoff_s)],
+            client=client,
         ),
     )
     outcome = _text(reply[0])
@@ -200,14 +109,10 @@ def remove_job(
         n = int(
             cast(
                 int,
-                client.eval(
-                    _REMOVE,
-                    1 + len(_INDEXES) + len(batch),
-                    job_key,
-                    *_INDEXES,
-                    *batch,
-                    job_id,
-                    "1" if last else "0",
+                script("retention_remove")(
+                    keys=[job_key, *_INDEXES, *batch],
+                    args=[job_id, "1" if last else "0"],
+                    client=client,
                 ),
             )
         )
@@ -263,15 +168,10 @@ def backfill(client: redis.Redis) -> int:
             added += int(
                 cast(
                     int,
-                    client.eval(
-                        _BACKFILL,
-                        2 + len(ids),
-                        keys.FINISHED,
-                        keys.ACTIVE,
-                        *job_keys,
-                        repr(now_s()),
-                        json.dumps(FINAL_CODES),
-                        *ids,
+                    script("retention_backfill")(
+                        keys=[keys.FINISHED, keys.ACTIVE, *job_keys],
+                        args=[repr(now_s()), *ids],
+                        client=client,
                     ),
                 )
             )

@@ -81,6 +81,7 @@ from typing import Any, cast
 import redis
 
 from producer.core import keys
+from producer.core.scripts import script
 from producer.core.store import now_s
 from worker.background.periodic import Periodic
 from worker.ops.logs import get_logger
@@ -115,81 +116,6 @@ def queue_lists(queues: Iterable[str] = keys.WORKER_QUEUES) -> list[str]:
         for queue in queues
         for step in KOMBU_PRIORITY_STEPS
     ]
-
-
-# KEYS: the unacked hash, the queue lists, the unacked hash again. ARGV: the
-# key to read (1-based),
-# where in it (a list offset, or an HSCAN cursor), the page size, then the job
-# ids wanted (none: every job). Reads up to a page of messages and returns
-# {key, where: the place to go on (key #KEYS + 1: done), references: a flat
-# list of "task:job id" and the list of its numbers (chunk, or first chunk)
-# found in the page, and messages of our tasks whose argsrepr it could not
-# read (another client's), for parse_task}.
-_SNAPSHOT = """
-local key, at, page = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local wanted, every = {}, #ARGV == 3
-for i = 4, #ARGV do wanted[ARGV[i]] = true end
-local kinds = {send_chunk = true, plan_job = true, cancel_job = true}
-local groups, order, odd = {send_chunk = {}, plan_job = {}, cancel_job = {}}, {}, {}
-local function look(raw)
-  local _, stop = string.find(raw, '"task": "smsbulk.', 1, true)
-  if not stop then return end
-  local _, from = string.find(raw, '"argsrepr": "job_id=', stop, true)
-  local task = string.match(raw, '^([%a_]+)"', stop + 1)
-  if not (task and kinds[task]) then return end
-  local job, number
-  if from then
-    job, number = string.match(raw, '^([^",]+), [%a_]+=(%d+)"', from + 1)
-    if not job then
-      job = string.match(raw, '^([^",]+)"', from + 1)
-      number = job and 0
-    end
-  end
-  if not job then odd[#odd + 1] = raw return end
-  if not (every or wanted[job]) then return end
-  local by_job = groups[task]
-  local numbers = by_job[job]
-  if not numbers then
-    numbers = {}
-    by_job[job] = numbers
-    order[#order + 1] = task
-    order[#order + 1] = job
-  end
-  numbers[#numbers + 1] = tonumber(number)
-end
-local seen = 0
-while key <= #KEYS and seen < page do
-  if key > 1 and key < #KEYS then
-    local offset = tonumber(at)
-    local raws = redis.call('LRANGE', KEYS[key], offset, offset + page - seen - 1)
-    for _, raw in ipairs(raws) do look(raw) end
-    seen = seen + #raws
-    if seen < page then key, at = key + 1, '0' else at = tostring(offset + #raws) end
-  else
-    local scan = redis.call('HSCAN', KEYS[key], at, 'COUNT', page - seen)
-    for i = 2, #scan[2], 2 do look(scan[2][i]) end
-    seen = seen + #scan[2] / 2
-    at = scan[1]
-    if at == '0' then key = key + 1 end
-  end
-end
-local references = {}
-for i = 1, #order, 2 do
-  references[#references + 1] = order[i] .. ':' .. order[i + 1]
-  references[#references + 1] = groups[order[i]][order[i + 1]]
-end
-return {key, at, references, odd}
-"""
-
-# KEYS: the active set. ARGV: job id, cutoff, now. Re-scores the job to now
-# if it is still silent since the cutoff: 1, ours to look at; 0, taken by
-# another worker (or active again).
-_CLAIM = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score or tonumber(score) > tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-return 1
-"""
 
 
 @dataclass(slots=True)
@@ -262,7 +188,9 @@ def snapshot(client: redis.Redis, job_ids: Collection[str] | None = None) -> Sna
     while key <= len(names):
         key, raw_at, references, odd = cast(
             list[Any],
-            client.eval(_SNAPSHOT, len(names), *names, key, at, SNAPSHOT_PAGE, *wanted),
+            script("watchdog_snapshot")(
+                keys=names, args=[key, at, SNAPSHOT_PAGE, *wanted], client=client
+            ),
         )
         at = raw_at.decode() if isinstance(raw_at, bytes) else str(raw_at)
         for group, numbers in zip(references[::2], references[1::2], strict=True):
@@ -277,24 +205,10 @@ def snapshot(client: redis.Redis, job_ids: Collection[str] | None = None) -> Sna
 
 
 def claim(client: redis.Redis, job_id: str, cutoff_s: float, now: float) -> bool:
-    return bool(client.eval(_CLAIM, 1, keys.ACTIVE, job_id, repr(cutoff_s), repr(now)))
-
-
-# KEYS: the workers' sorted set. ARGV: the worker's id. Its score: server time.
-_BEAT = """
-local now = redis.call('TIME')
-redis.call('ZADD', KEYS[1], tonumber(now[1]) + tonumber(now[2]) / 1e6, ARGV[1])
-"""
-
-# KEYS: the workers' sorted set. ARGV: seconds without a beat that mean dead.
-# Removes the dead workers and returns them with their last beats (flat).
-_REAP = """
-local now = redis.call('TIME')
-local cutoff = tonumber(now[1]) + tonumber(now[2]) / 1e6 - tonumber(ARGV[1])
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff, 'WITHSCORES')
-for i = 1, #dead, 2 do redis.call('ZREM', KEYS[1], dead[i]) end
-return dead
-"""
+    claimed = script("claim_silent_job")(
+        keys=[keys.ACTIVE], args=[job_id, repr(cutoff_s), repr(now)], client=client
+    )
+    return bool(claimed)
 
 
 def worker_id() -> str:
@@ -303,13 +217,16 @@ def worker_id() -> str:
 
 
 def beat(client: redis.Redis, worker: str) -> None:
-    client.eval(_BEAT, 1, keys.WORKERS, worker)
+    script("worker_beat")(keys=[keys.WORKERS], args=[worker], client=client)
 
 
 def reap_dead_workers(client: redis.Redis, dead_after_s: float) -> dict[str, float]:
     """Unlist the workers without a heartbeat for ``dead_after_s``: their
     ids and last beats (server time). Each death is returned to one caller."""
-    flat = cast(list[bytes], client.eval(_REAP, 1, keys.WORKERS, repr(dead_after_s)))
+    flat = cast(
+        list[bytes],
+        script("reap_dead_workers")(keys=[keys.WORKERS], args=[repr(dead_after_s)], client=client),
+    )
     return {w.decode(): float(s) for w, s in zip(flat[::2], flat[1::2], strict=True)}
 
 

@@ -16,7 +16,7 @@ Provider throttling (HTTP 429) halves the account's effective rate for every
 worker and blocks it until ``Retry-After`` (429s within a second of a
 halving, as every worker sees the same burst of them, halve once; the floor
 is ``MIN_FACTOR``); the rate climbs back by 10 % of itself for each 10 s
-without throttling, computed lazily in the script.
+without throttling, computed lazily by each script (rate_factor.lua).
 
 Waits are whole microseconds, never longer than `MAX_WAIT_S` (the limiter
 hash's lifetime), however large the figures: a ``Retry-After`` of ``1e12``
@@ -33,91 +33,12 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from producer.core.keys import PREFIX
+from producer.core.scripts import async_script
 
 MAX_WAIT_S = 3600  # the limiter hash's lifetime: no wait or block outlasts it
 MIN_FACTOR = 1 / 64
 RECOVERY_STEP_S = 10.0
 RECOVERY_GROWTH = 1.1
-
-# KEYS[1]: the account's limiter hash: tat_m, tat_r (GCRA schedules, server
-# seconds), factor (effective share of the configured rates, as of
-# throttled_at), throttled_at (the last 429), halved_at, until (blocked until)
-# ARGV: parts per second, requests per second, burst_s, cost in parts,
-#       min factor, recovery step s, recovery growth, max wait s (the hash's TTL)
-# Returns {allowed 0|1, wait in whole microseconds (digits), effective factor (string)}
-_ACQUIRE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local mps, rps = tonumber(ARGV[1]), tonumber(ARGV[2])
-local burst, cost = tonumber(ARGV[3]), tonumber(ARGV[4])
-local min_factor, step, growth = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local max_wait = tonumber(ARGV[8])
--- %.0f, not tostring: tostring writes 10^15 as 1e+15.
-local function micros(wait)
-  return string.format('%.0f', math.ceil(math.min(wait, max_wait) * 1e6))
-end
-local h = redis.call('HMGET', KEYS[1], 'tat_m', 'tat_r', 'factor', 'throttled_at', 'until')
-local tat_m, tat_r = tonumber(h[1]) or now, tonumber(h[2]) or now
-local factor, throttled_at = tonumber(h[3]) or 1, tonumber(h[4]) or 0
-local block_until = tonumber(h[5]) or 0
-if factor < 1 then
-  local steps = math.floor((now - throttled_at) / step)
-  if steps > 0 then factor = math.min(1, factor * growth ^ steps) end
-  if factor < min_factor then factor = min_factor end
-end
-if now < block_until then
-  return {0, micros(block_until - now), tostring(factor)}
-end
-local cost_m, cost_r = cost / (mps * factor), 1 / (rps * factor)
--- How far each schedule would run ahead of now. Offsets, not absolute times:
--- a double holds today's epoch to 0.2 µs, so now + 0.025 - now is not 0.025,
--- and a request costing exactly a burst of 0.025 s would be refused forever.
-local ahead_m = math.max(tat_m - now, 0) + cost_m
-local ahead_r = math.max(tat_r - now, 0) + cost_r
--- A request costlier than the whole burst (one long message; or a request
--- sized to the configured burst after throttling shrank it) goes once the
--- bucket is full, and pays in full: never refused forever.
-local wait = math.max(ahead_m - math.max(burst, cost_m), ahead_r - math.max(burst, cost_r))
--- Under a microsecond is below the precision of the stored schedules.
-if wait > 1e-6 then
-  return {0, micros(wait), tostring(factor)}
-end
--- Microseconds: tostring keeps 14 digits, 100 µs at today's epoch, and a
--- part at 50,000/s is 20 µs.
-redis.call('HSET', KEYS[1], 'tat_m', string.format('%.6f', now + ahead_m),
-           'tat_r', string.format('%.6f', now + ahead_r))
-redis.call('EXPIRE', KEYS[1], max_wait)
-return {1, '0', tostring(factor)}
-"""
-
-# KEYS[1]: the limiter hash. ARGV: retry-after s (0 to max wait, fixed-point),
-# min factor, step s, growth, max wait s (the hash's TTL).
-_THROTTLED = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local h = redis.call('HMGET', KEYS[1], 'factor', 'throttled_at', 'until', 'halved_at')
-local factor, throttled_at = tonumber(h[1]) or 1, tonumber(h[2]) or 0
-local block_until, halved_at = tonumber(h[3]) or 0, tonumber(h[4]) or 0
-local min_factor, step, growth = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-if factor < 1 then
-  local steps = math.floor((now - throttled_at) / step)
-  if steps > 0 then factor = math.min(1, factor * growth ^ steps) end
-end
--- Several workers see the same burst of 429s: halve once per second at most,
--- counted from the last halving (a steady stream of 429s keeps halving).
-if now - halved_at >= 1 then
-  factor = math.max(min_factor, factor / 2)
-  halved_at = now
-end
-local max_wait = tonumber(ARGV[5])
-local retry_after = math.min(tonumber(ARGV[1]) or 0, max_wait)
-if now + retry_after > block_until then block_until = now + retry_after end
-redis.call('HSET', KEYS[1], 'factor', tostring(factor), 'throttled_at', string.format('%.6f', now),
-           'halved_at', string.format('%.6f', halved_at),
-           'until', string.format('%.6f', block_until))
-redis.call('EXPIRE', KEYS[1], max_wait)
-return tostring(factor)
-"""
 
 
 def limiter_key(account_name: str) -> str:
@@ -140,8 +61,9 @@ class Decision:
 
 class RateLimiter:
     def __init__(self, client: aioredis.Redis) -> None:
-        self._acquire = client.register_script(_ACQUIRE)
-        self._throttled = client.register_script(_THROTTLED)
+        self.redis = client
+        self._acquire = async_script("rate_acquire")
+        self._throttled = async_script("rate_throttled")
 
     async def try_acquire(self, account: str, limits: Limits, cost_parts: int) -> Decision:
         """Take capacity for one request of ``cost_parts`` parts, or say how
@@ -158,6 +80,7 @@ class RateLimiter:
                 RECOVERY_GROWTH,
                 MAX_WAIT_S,
             ],
+            client=self.redis,
         )
         return Decision(bool(int(allowed)), min(int(wait_us) / 1e6, MAX_WAIT_S), float(factor))
 
@@ -173,6 +96,7 @@ class RateLimiter:
                 RECOVERY_GROWTH,
                 MAX_WAIT_S,
             ],
+            client=self.redis,
         )
         return float(factor)
 

@@ -6,7 +6,6 @@ from two workers) is harmless. No worker runs here."""
 from __future__ import annotations
 
 import asyncio
-import json
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -17,6 +16,7 @@ import redis.asyncio as aioredis
 
 from producer import NoSuchJob, Producer
 from producer.core import keys
+from producer.core.scripts import script
 from producer.core.store import iter_outcomes, now_s
 from tests.producer.test_control import mark_running, settle, submit
 from worker.background import retention
@@ -26,7 +26,7 @@ from worker.pipeline.rate_limit import RateLimiter
 from worker.pipeline.sending import ChunkSender
 from worker.providers.account import Account
 from worker.providers.base import Adapter
-from worker.store import FINAL_CODES, ResultsStore
+from worker.store import ResultsStore
 
 RETENTION_S = 7 * 86400
 CHUNK_SIZE = 100
@@ -72,28 +72,19 @@ def backdate(client: redis.Redis, job_id: str, ago_s: float) -> None:
 
 def mark(client: redis.Redis, job_id: str, cutoff_s: float) -> Any:
     """The first step of a removal alone, as a worker that dies after it leaves it."""
-    return client.eval(
-        retention._MARK,
-        1 + len(retention._INDEXES),
-        keys.job(job_id),
-        *retention._INDEXES,
-        job_id,
-        repr(cutoff_s),
-        repr(cutoff_s),
-        json.dumps(FINAL_CODES),
+    return script("retention_mark")(
+        keys=[keys.job(job_id), *retention._INDEXES],
+        args=[job_id, repr(cutoff_s), repr(cutoff_s)],
+        client=client,
     )
 
 
 def remove_batch(client: redis.Redis, job_id: str, batch: list[str]) -> Any:
     """One batch of a removal's keys, not the last: a worker part-way through."""
-    return client.eval(
-        retention._REMOVE,
-        1 + len(retention._INDEXES) + len(batch),
-        keys.job(job_id),
-        *retention._INDEXES,
-        *batch,
-        job_id,
-        "0",
+    return script("retention_remove")(
+        keys=[keys.job(job_id), *retention._INDEXES, *batch],
+        args=[job_id, "0"],
+        client=client,
     )
 
 
