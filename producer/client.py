@@ -6,7 +6,6 @@ import logging
 import os
 import uuid
 from collections.abc import Iterator, Mapping
-from datetime import datetime
 from typing import Any, cast
 
 import redis
@@ -20,8 +19,9 @@ from producer import control
 from producer.accounts import AccountInfo, KindInfo, load_accounts
 from producer.control import JobStateConflict
 from producer.core import keys
+from producer.core.settings import job_settings
 from producer.core.states import ENDED_STATES
-from producer.core.store import iter_outcomes, job_spec, read_status
+from producer.core.store import iter_outcomes, read_status
 from producer.destinations import load_policy
 from producer.errors import SmsbulkError
 from producer.job import Job, JobStatus, Outcome
@@ -195,10 +195,10 @@ class Producer:
         return iter_outcomes(self.redis, job_id, ref=ref)
 
     def _priority(self, job_id: str) -> str:
-        spec = job_spec(self.redis, job_id)
-        if spec is None:
+        settings = job_settings(self.redis, job_id)
+        if settings is None:
             raise NoSuchJob(job_id)
-        return str(spec.get("priority", "normal"))
+        return settings.priority
 
     def _controlled(self, job_id: str, outcome: tuple[str, bool] | None, verb: str) -> str:
         if outcome is None:
@@ -227,15 +227,14 @@ class Producer:
         return self.status(job_id)
 
     def resume(self, job_id: str) -> JobStatus:
-        spec = job_spec(self.redis, job_id)
-        if spec is None:
+        settings = job_settings(self.redis, job_id)
+        if settings is None:
             raise NoSuchJob(job_id)
-        schedule_at = spec.get("schedule_at")
-        schedule_s = datetime.fromisoformat(schedule_at).timestamp() if schedule_at else 0.0
+        schedule_s = settings.schedule_s or 0.0
         outcome = control.resume(self.redis, job_id, schedule_s)
         state = self._controlled(job_id, outcome, "resume")
         if outcome is not None and outcome[1] and state == "queued":
-            enqueue_plan(self.celery, job_id, str(spec.get("priority", "normal")))
+            enqueue_plan(self.celery, job_id, settings.priority)
         return self.status(job_id)
 
     def retry(self, job_id: str, statuses: list[str] | None = None) -> JobStatus:

@@ -32,6 +32,10 @@ MAX_REF_CHARS = 256
 
 DeliveryPolicy = Literal["at_most_once", "at_least_once"]
 Priority = Literal["high", "normal"]
+# A job's defaults, here once: a stored job read without them takes these
+# (producer/core/settings.py).
+DEFAULT_DELIVERY_POLICY: DeliveryPolicy = "at_most_once"
+DEFAULT_PRIORITY: Priority = "normal"
 OutcomeStatus = Literal[
     "pending", "accepted", "rejected", "failed", "expired", "cancelled", "unknown"
 ]
@@ -93,8 +97,8 @@ class JobSpec(BaseModel):
         default=None,
         description="Messages not sent this long after schedule_at expire (at most 30 days).",
     )
-    delivery_policy: DeliveryPolicy = "at_most_once"
-    priority: Priority = "normal"
+    delivery_policy: DeliveryPolicy = DEFAULT_DELIVERY_POLICY
+    priority: Priority = DEFAULT_PRIORITY
     callback_url: NonEmptyStr | None = Field(
         default=None,
         description="https URL POSTed the job status when it ends (never to a private address).",

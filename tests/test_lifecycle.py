@@ -22,7 +22,7 @@ from producer.core.store import now_s
 from tests.producer.test_control import mark_running, queued_tasks, settle, submit
 from worker.background import watchdog
 from worker.pipeline.cancelling import Sweep, sweep_cancelled
-from worker.store import JobSpec, ResultsStore
+from worker.store import JobRecord, ResultsStore
 
 T = TypeVar("T")
 STALL_S = 20.0
@@ -36,7 +36,7 @@ def with_store(redis_url: str, use: Callable[[ResultsStore], Awaitable[T]]) -> T
     return asyncio.run(run())
 
 
-def read_job(redis_url: str, job_id: str) -> JobSpec:
+def read_job(redis_url: str, job_id: str) -> JobRecord:
     job = with_store(redis_url, lambda store: store.job(job_id))
     assert job is not None
     return job

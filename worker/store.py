@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from producer.core import keys
 from producer.core.scripts import async_script, script
+from producer.core.settings import JobSettings, settings_of
 from producer.core.store import (
     StoredMessage,
     StoredOutcome,
@@ -55,9 +56,11 @@ ACCOUNT_BLOCK_S = 600
 
 
 @dataclass(slots=True)
-class JobSpec:
+class JobRecord:
+    """The worker's view of a job, read from its hash (``ResultsStore.job``)."""
+
     job_id: str
-    spec: dict[str, Any]
+    settings: JobSettings
     state: str
     total: int
     chunk_size: int
@@ -86,7 +89,7 @@ class ResultsStore:
         self._begin = async_script("begin_request")
         self._claim_callback = async_script("claim_callback")
 
-    async def job(self, job_id: str) -> JobSpec | None:
+    async def job(self, job_id: str) -> JobRecord | None:
         spec, state, total, chunk_size, created_at, run = cast(
             list[bytes],
             await self.redis.hmget(
@@ -95,9 +98,9 @@ class ResultsStore:
         )
         if spec is None:
             return None
-        return JobSpec(
+        return JobRecord(
             job_id=job_id,
-            spec=json.loads(spec),
+            settings=settings_of(spec),
             state=state.decode(),
             total=int(total),
             chunk_size=int(chunk_size or 0),
@@ -169,7 +172,7 @@ class ResultsStore:
         if request_ids:
             await self.redis.hdel(keys.requests(job_id, chunk_no), *request_ids)
 
-    async def mark_chunk_done(self, job: JobSpec, chunk_no: int) -> None:
+    async def mark_chunk_done(self, job: JobRecord, chunk_no: int) -> None:
         """Record that the chunk has nothing left to send: the watchdog does
         not look for its task any more, nor a cancel's sweep at the chunk
         (until a retry reopens the job); if it was the job's last, end the

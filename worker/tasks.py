@@ -7,9 +7,7 @@ deliver a task twice, and a killed worker's task is delivered again.
 
 from __future__ import annotations
 
-import json
 import time
-from datetime import datetime
 from typing import Any, cast
 
 import redis
@@ -27,8 +25,9 @@ from producer.client import (
     redis_url_from_env,
 )
 from producer.core import keys, scripts
+from producer.core.settings import job_settings, priority_of, settings_of
 from producer.core.states import SENDING_STATES
-from producer.core.store import job_spec, now_s, read_status
+from producer.core.store import now_s, read_status
 from producer.destinations import load_policy
 from producer.job import JOB_ID_FORM, JobExists, JobRefused, is_job_id
 from producer.submission import store_job
@@ -41,7 +40,7 @@ from worker.pipeline.chunking import chunk_count
 from worker.pipeline.sending import ChunkSender, PassResult, defer_unless_capacity, fail_chunk
 from worker.providers.registry import kind_infos
 from worker.runtime import Runtime, get_runtime
-from worker.store import JobSpec, ResultsStore, new_token
+from worker.store import JobRecord, ResultsStore, new_token
 
 log = get_logger()
 CELERY_MAX_MESSAGES = 50_000  # docs/INTERFACE.md: larger jobs go through Python or HTTP
@@ -101,7 +100,7 @@ def submit_job(self: Task, job: dict[str, Any]) -> dict[str, Any]:
         # atomic commit) but perhaps not yet planned; plan_job ignores a
         # second plan task.
         log.info("job_submission_redelivered", job_id=job_id)
-        priority = str((job_spec(client, job_id) or {}).get("priority", "normal"))
+        priority = priority_of(cast(bytes | None, client.hget(keys.job(job_id), "spec")))
     publish_plan(client, app, job_id, priority, state)
     return {"job_id": job_id}
 
@@ -125,14 +124,14 @@ def plan_job(self: Task, job_id: str, first_chunk: int = 0) -> None:
     if raw_spec is None:
         log.warning("plan_unknown_job", job_id=job_id)
         return
-    spec, state, total = json.loads(raw_spec), raw_state.decode(), int(raw_total)
-    if state == "scheduled" and datetime.fromisoformat(spec["schedule_at"]).timestamp() > now_s():
+    settings, state, total = settings_of(raw_spec), raw_state.decode(), int(raw_total)
+    if state == "scheduled" and (settings.schedule_s or 0.0) > now_s():
         return  # released by the scheduler when due
     client.zrem(keys.SCHEDULED, job_id)
     if not first_chunk and state in SENDING_STATES:
         if not control.continue_retry(client, job_id, TIMING.pass_budget_s):
             client.zadd(keys.ACTIVE, {job_id: now_s()}, xx=True)
-            enqueue_plan(app, job_id, spec.get("priority", "normal"))  # the rest of the reset
+            enqueue_plan(app, job_id, settings.priority)  # the rest of the reset
             return
         runtime = get_runtime()
         if runtime.run(_finish_if_final(runtime.store, job_id)):
@@ -140,14 +139,14 @@ def plan_job(self: Task, job_id: str, first_chunk: int = 0) -> None:
             return
     if state not in ("queued", "scheduled") and not (first_chunk and state == "running"):
         return  # planned already (a redelivery), or paused/cancelled
-    account = get_runtime().config.accounts.get(spec["provider"])
+    account = get_runtime().config.accounts.get(settings.provider)
     if account is None:
-        _retry_unknown_account(self, job_id, spec["provider"])
+        _retry_unknown_account(self, job_id, settings.provider)
     chunk_size = int(raw_chunk_size or 0) or (account.batch_size if account else keys.BLOCK_SIZE)
     client.hsetnx(keys.job(job_id), "chunk_size", chunk_size)
     chunk_size = int(cast(bytes, client.hget(keys.job(job_id), "chunk_size")))
     n_chunks = chunk_count(total, chunk_size)
-    queue = queue_for(spec.get("priority", "normal"))
+    queue = queue_for(settings.priority)
     # Activity: the watchdog looks for this job's tasks only once it is silent.
     client.zadd(keys.ACTIVE, {job_id: now_s()})
     started = time.monotonic()
@@ -193,10 +192,10 @@ def send_chunk(self: Task, job_id: str, chunk_no: int, parts: int = 0) -> None:
     job = runtime.run(runtime.store.job(job_id))
     if job is None or job.state not in SENDING_STATES:
         return  # gone, paused or cancelled: resume/retry enqueue again
-    queue = queue_for(job.spec.get("priority", "normal"))
-    if job.spec["provider"] not in runtime.config.accounts:
-        _retry_unknown_account(self, job_id, job.spec["provider"])
-        reason = f"account {job.spec['provider']} is not configured on the workers"
+    queue = queue_for(job.settings.priority)
+    if job.settings.provider not in runtime.config.accounts:
+        _retry_unknown_account(self, job_id, job.settings.provider)
+        reason = f"account {job.settings.provider} is not configured on the workers"
         runtime.run(fail_chunk(runtime.store, job, chunk_no, reason))
         return
     try:
@@ -217,7 +216,9 @@ def send_chunk(self: Task, job_id: str, chunk_no: int, parts: int = 0) -> None:
         enqueue_chunk(app, job_id, chunk_no, queue, result.next_pass_in_s, result.deferred_parts)
 
 
-async def _send_chunk(runtime: Runtime, job: JobSpec, chunk_no: int, parts: int = 0) -> PassResult:
+async def _send_chunk(
+    runtime: Runtime, job: JobRecord, chunk_no: int, parts: int = 0
+) -> PassResult:
     """One pass over the chunk of a job read (and found running) by the task,
     once capacity for its first request is taken (``defer_unless_capacity``)."""
     store = runtime.store
@@ -231,7 +232,7 @@ async def _send_chunk(runtime: Runtime, job: JobSpec, chunk_no: int, parts: int 
         log.info("chunk_busy", job_id=job_id, chunk=chunk_no, retry_in_s=busy_s)
         return PassResult(next_pass_in_s=min(busy_s + 1, TIMING.max_countdown_s))
     try:
-        account = runtime.config.accounts[job.spec["provider"]]
+        account = runtime.config.accounts[job.settings.provider]
         deferred = await defer_unless_capacity(
             store, runtime.limiter, account, job, chunk_no, parts, TIMING
         )
@@ -256,8 +257,8 @@ async def _send_chunk(runtime: Runtime, job: JobSpec, chunk_no: int, parts: int 
     return result
 
 
-async def _callback_if_ended(store: ResultsStore, job: JobSpec) -> None:
-    if job.spec.get("callback_url") and await store.claim_callback(job.job_id):
+async def _callback_if_ended(store: ResultsStore, job: JobRecord) -> None:
+    if job.settings.callback_url and await store.claim_callback(job.job_id):
         app.send_task(
             keys.SEND_CALLBACK,
             args=[job.job_id],
@@ -304,12 +305,14 @@ def cancel_job(job_id: str) -> None:
             retry_in_s=round(countdown_s, 1),
         )
         runtime.run(runtime.store.note_activity(job_id))
-        enqueue_cancel(app, job_id, job.spec.get("priority", "normal"), countdown_s)
+        enqueue_cancel(app, job_id, job.settings.priority, countdown_s)
         return
     log.info("job_cancelled", job_id=job_id, recipients=sweep.cancelled)
 
 
-async def _sweep_cancelled(store: ResultsStore, job_id: str) -> tuple[JobSpec | None, Sweep | None]:
+async def _sweep_cancelled(
+    store: ResultsStore, job_id: str
+) -> tuple[JobRecord | None, Sweep | None]:
     job = await store.job(job_id)
     if job is None or job.state != "cancelled":
         return job, None
@@ -325,9 +328,10 @@ def send_callback(self: Task, job_id: str) -> None:
     """POST the ended job's status to its callback_url, signed; retried."""
     runtime = get_runtime()
     client = sync_redis()
-    spec = job_spec(client, job_id)
+    settings = job_settings(client, job_id)
     status = read_status(client, job_id)
-    if spec is None or status is None or not spec.get("callback_url"):
+    url = settings.callback_url if settings is not None else None
+    if not url or status is None:
         return
     secret = callbacks.callback_secret()
     if secret is None:
@@ -336,7 +340,7 @@ def send_callback(self: Task, job_id: str) -> None:
     body = status.model_dump_json().encode()
     policy = callbacks.policy_of(runtime.config.settings)
     try:
-        runtime.run(callbacks.post_callback(spec["callback_url"], body, secret, policy))
+        runtime.run(callbacks.post_callback(url, body, secret, policy))
     except callbacks.CallbackRefused as error:
         log.error("callback_refused", job_id=job_id, error=str(error))  # never retried
         return

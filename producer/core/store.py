@@ -114,11 +114,6 @@ def now_s() -> float:
     return time.time()
 
 
-def job_spec(client: redis.Redis, job_id: str) -> dict[str, Any] | None:
-    raw = cast(bytes | None, client.hget(keys.job(job_id), "spec"))
-    return None if raw is None else dict(json.loads(raw))
-
-
 def status_from_hash(job_id: str, fields: Mapping[bytes, bytes]) -> JobStatus:
     total = int(fields[b"total"])
     counts = {

@@ -82,6 +82,7 @@ import redis
 
 from producer.core import keys
 from producer.core.scripts import script
+from producer.core.settings import priority_of
 from producer.core.store import now_s
 from worker.background.periodic import Periodic
 from worker.ops.logs import get_logger
@@ -400,7 +401,7 @@ class Watchdog(Periodic):
             # resume or the release plans it again, and lists it again.
             self.client.zrem(keys.ACTIVE, job_id)
             return None
-        priority = str(json.loads(raw_spec).get("priority", "normal"))
+        priority = priority_of(raw_spec)
         if state == "cancelled":
             self._settle_cancelled(job_id, priority)
             return None

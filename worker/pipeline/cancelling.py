@@ -27,7 +27,7 @@ from producer.core.keys import BLOCK_SIZE
 from worker.ops.logs import get_logger
 from worker.pipeline.chunking import chunk_count, chunk_range
 from worker.pipeline.outcomes import is_final, simple
-from worker.store import JobSpec, ResultsStore, new_token
+from worker.store import JobRecord, ResultsStore, new_token
 
 LEASE_POLL_S = 0.1
 log = get_logger()
@@ -45,11 +45,11 @@ def _bit(bitmap: bytes, n: int) -> bool:
     return byte < len(bitmap) and bool(bitmap[byte] & (0x80 >> (n % 8)))
 
 
-async def cancel_chunk(store: ResultsStore, job: JobSpec, chunk_no: int, chunk_size: int) -> int:
+async def cancel_chunk(store: ResultsStore, job: JobRecord, chunk_no: int, chunk_size: int) -> int:
     """Settle the chunk (its lease held by the caller) and mark it done."""
     indices = chunk_range(chunk_no, job.total, chunk_size)
     data = await store.chunk(job.job_id, chunk_no, indices)
-    at_most_once = job.spec.get("delivery_policy", "at_most_once") == "at_most_once"
+    at_most_once = job.settings.at_most_once
     interrupted = {rid: s for rid, s in data.requests.items() if s.get("s") == "sending"}
     in_flight = {index for state in interrupted.values() for index in state["i"]}
     settled = {}
@@ -73,7 +73,7 @@ async def cancel_chunk(store: ResultsStore, job: JobSpec, chunk_no: int, chunk_s
             chunk=chunk_no,
             requests=len(interrupted),
             recipients=len(in_flight),
-            policy=job.spec.get("delivery_policy"),
+            policy=job.settings.delivery_policy,
         )
     if settled:
         await store.commit(job.job_id, chunk_no, settled)
@@ -89,7 +89,7 @@ async def cancel_chunk(store: ResultsStore, job: JobSpec, chunk_no: int, chunk_s
 
 
 async def _try_chunk(
-    store: ResultsStore, job: JobSpec, chunk_no: int, chunk_size: int, lease_ttl_s: int
+    store: ResultsStore, job: JobRecord, chunk_no: int, chunk_size: int, lease_ttl_s: int
 ) -> int | None:
     """Settle the chunk if its lease is free: how many recipients; None if busy."""
     token = new_token()
@@ -102,7 +102,7 @@ async def _try_chunk(
 
 
 async def sweep_cancelled(
-    store: ResultsStore, job: JobSpec, lease_ttl_s: int, budget_s: float
+    store: ResultsStore, job: JobRecord, lease_ttl_s: int, budget_s: float
 ) -> Sweep:
     """Cancel what is left of every chunk not done, for at most ``budget_s``
     (then what is left is ``busy``, for another sweep)."""

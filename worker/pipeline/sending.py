@@ -33,7 +33,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from producer.core.keys import PREFIX
-from producer.core.store import StoredOutcome, now_s
+from producer.core.store import StoredMessage, StoredOutcome, now_s
 from worker.ops import metrics
 from worker.ops.logs import get_logger
 from worker.ops.timing import Timing
@@ -53,7 +53,7 @@ from worker.providers.base import (
     Verdict,
     all_of,
 )
-from worker.store import NOTHING_WRITTEN, ChunkData, JobSpec, ResultsStore, new_token
+from worker.store import NOTHING_WRITTEN, ChunkData, JobRecord, ResultsStore, new_token
 
 T = TypeVar("T")
 REQUESTS_IN_FLIGHT_PER_CHUNK = 4
@@ -140,7 +140,7 @@ async def defer_unless_capacity(
     store: ResultsStore,
     limiter: RateLimiter,
     account: Account,
-    job: JobSpec,
+    job: JobRecord,
     chunk_no: int,
     parts: int,
     timing: Timing,
@@ -189,17 +189,17 @@ async def finish(coroutine: Coroutine[Any, Any, T]) -> T:
         raise
 
 
-def deadline_s(job: JobSpec) -> float | None:
+def deadline_s(job: JobRecord) -> float | None:
     """Validity counts from schedule_at, else from the job's creation."""
-    minutes = job.spec.get("validity_minutes")
+    minutes = job.settings.validity_minutes
     if not minutes:
         return None
-    start = job.spec.get("schedule_at")
-    start_s = datetime.fromisoformat(start).timestamp() if start else job.created_at
+    schedule_s = job.settings.schedule_s
+    start_s = schedule_s if schedule_s is not None else job.created_at
     return float(start_s + minutes * 60)
 
 
-async def fail_chunk(store: ResultsStore, job: JobSpec, chunk_no: int, reason: str) -> None:
+async def fail_chunk(store: ResultsStore, job: JobRecord, chunk_no: int, reason: str) -> None:
     """Fail every pending recipient of a chunk that cannot be sent at all."""
     indices = chunk_range(chunk_no, job.total, job.chunk_size)
     data = await store.chunk(job.job_id, chunk_no, indices)
@@ -219,7 +219,7 @@ class ChunkSender:
         store: ResultsStore,
         limiter: RateLimiter,
         adapter: Adapter,
-        job: JobSpec,
+        job: JobRecord,
         chunk_no: int,
         timing: Timing,
         lease_token: str = "",
@@ -235,12 +235,12 @@ class ChunkSender:
         self.job = job
         self.chunk_no = chunk_no
         self.timing = timing
-        self.at_most_once = job.spec.get("delivery_policy", "at_most_once") == "at_most_once"
+        self.at_most_once = job.settings.at_most_once
         self.context = JobContext(
             job_id=job.job_id,
-            template_id=job.spec.get("template_id"),
-            schedule_at=job.spec.get("schedule_at"),
-            validity_minutes=job.spec.get("validity_minutes"),
+            template_id=job.settings.template_id,
+            schedule_at=job.settings.schedule_at,
+            validity_minutes=job.settings.validity_minutes,
             created_at=datetime.fromtimestamp(job.created_at, UTC).isoformat(),
         )
         self.log = get_logger(job_id=job.job_id, chunk=chunk_no, provider=self.account.name)
@@ -269,6 +269,20 @@ class ChunkSender:
         return state
 
     async def run(self, session: aiohttp.ClientSession) -> PassResult:
+        data = await self._read_chunk()
+        pending = [(i, m) for i, m in data.messages if not is_final(data.outcomes.get(i))]
+        if not pending or await self._end_unsendable(pending, data):
+            return PassResult()
+        recipients = await self._prepare(pending, data)
+        requests = await self._plan(recipients)
+        waits = await self._send_all(session, requests, data)
+        if self._lost:
+            return PassResult(lost=True)  # the chunk's next pass is its new holder's
+        return await self._next_pass(waits)
+
+    async def _read_chunk(self) -> ChunkData:
+        """The chunk's messages, outcomes and requests, once the requests a
+        killed pass left are settled and those it only planned forgotten."""
         indices = chunk_range(self.chunk_no, self.job.total, self.job.chunk_size)
         data = await self.store.chunk(self.job.job_id, self.chunk_no, indices)
         await self._settle_interrupted(data)
@@ -277,20 +291,30 @@ class ChunkSender:
             self.chunk_no,
             [rid for rid, state in data.requests.items() if state.get("s") == "pending"],
         )
-        pending = [(i, m) for i, m in data.messages if not is_final(data.outcomes.get(i))]
-        if not pending:
-            return PassResult()
+        return data
+
+    async def _end_unsendable(
+        self, pending: list[tuple[int, StoredMessage]], data: ChunkData
+    ) -> bool:
+        """Fail the pending recipients of a stopped account, or expire them
+        past the job's validity: True if it did (the pass sends nothing)."""
         blocked = await self.store.account_blocked(self.account.name)
         deadline = deadline_s(self.job)
-        if blocked or (deadline is not None and now_s() > deadline):
-            status, reason = ("failed", blocked) if blocked else ("expired", "validity passed")
-            await self._commit(
-                {i: simple(status, data.outcomes.get(i), error=reason) for i, _ in pending}
-            )
-            return PassResult()
-        recipients, rejections = prepare(
-            self.adapter, pending, self.job.spec.get("text"), self.job.spec.get("sender")
+        if not blocked and (deadline is None or now_s() <= deadline):
+            return False
+        status, reason = ("failed", blocked) if blocked else ("expired", "validity passed")
+        await self._commit(
+            {i: simple(status, data.outcomes.get(i), error=reason) for i, _ in pending}
         )
+        return True
+
+    async def _prepare(
+        self, pending: list[tuple[int, StoredMessage]], data: ChunkData
+    ) -> list[Recipient]:
+        """The pending recipients to send; the others (an unusable number or
+        text, an opted-out number) are recorded ``rejected``."""
+        settings = self.job.settings
+        recipients, rejections = prepare(self.adapter, pending, settings.text, settings.sender)
         blocked_numbers = await opted_out(self.store.redis, [r.e164 for r in recipients])
         if blocked_numbers:
             rejections += [
@@ -311,19 +335,26 @@ class ChunkSender:
                 for r in rejections
             }
         )
+        return recipients
+
+    async def _plan(self, recipients: list[Recipient]) -> dict[str, list[Recipient]]:
+        """Group the recipients into provider requests, each recorded pending."""
         batches = self.adapter.group(recipients)
-        request_ids = [new_token()[:16] for _ in batches]
+        requests = {new_token()[:16]: batch for batch in batches}
         await self.store.set_requests(
             self.job.job_id,
             self.chunk_no,
             {
                 rid: {"s": "pending", "i": [r.index for r in batch]}
-                for rid, batch in zip(request_ids, batches, strict=True)
+                for rid, batch in requests.items()
             },
         )
-        waits = await self._send_all(session, dict(zip(request_ids, batches, strict=True)), data)
-        if self._lost:
-            return PassResult(lost=True)  # the chunk's next pass is its new holder's
+        return requests
+
+    async def _next_pass(self, waits: list[float | None]) -> PassResult:
+        """When the chunk's next pass is due, if one is: after the latest of
+        its requests' backoffs, so that no retried recipient goes before its
+        own, or once the rate limit has room for a refused request."""
         later = [wait for wait in waits if wait is not None]
         deferred_parts = 0
         if self._deferred is not None:
@@ -334,7 +365,6 @@ class ChunkSender:
             )
             slot_s = request_slot_s(self.account, deferred_parts)
             later.append(deferral_s(wait_s, slot_s, waiting, cap_s))
-        # The latest of them, so that no retried recipient goes before its backoff.
         return PassResult(
             next_pass_in_s=max(later) if later else None,
             stopped=self._stopped,
@@ -402,7 +432,7 @@ class ChunkSender:
                 "interrupted_request_settled",
                 request=request_id,
                 recipients=len(state["i"]),
-                policy=self.job.spec.get("delivery_policy"),
+                policy=self.job.settings.delivery_policy,
             )
 
     async def _acquire(self, cost_parts: int) -> float | None:
@@ -441,25 +471,13 @@ class ChunkSender:
         batch: list[Recipient],
         data: ChunkData,
     ) -> float | None:
-        if self._stopped or self._lost:
-            self._unsent.append(request_id)
-            return None
-        out_of_time = time.monotonic() - self._started > self.timing.pass_budget_s
-        if out_of_time or await self.store.account_blocked(self.account.name):
-            # The next pass goes on (or fails the rest, for a stopped account).
-            self._unsent.append(request_id)
-            return 0.0
+        """Send one request, record its outcomes, and return when its
+        recipients left pending are due again (None: none is)."""
         parts = sum(r.cost_parts for r in batch)
-        if self._deferred is not None:
-            # Another request of the pass found no capacity: the rest waits too.
+        held, wait_s = await self._hold_back(parts)
+        if held:
             self._unsent.append(request_id)
-            return None
-        wait_s = await self._acquire(parts)
-        if wait_s is not None:
-            # Waiting for capacity is not a failure: no attempt is used.
-            self._deferred = self._deferred or (wait_s, parts)
-            self._unsent.append(request_id)
-            return None
+            return wait_s
         attempt = 1 + max(
             (data.outcomes[r.index].attempts if r.index in data.outcomes else 0) for r in batch
         )
@@ -471,21 +489,8 @@ class ChunkSender:
             "k": token,
             "i": [r.index for r in batch],
         }
-        begun = await self.store.begin_request(
-            self.job.job_id, self.chunk_no, request_id, sending, self.lease_token
-        )
-        if begun == "stopped":
-            # Paused or cancelled meanwhile: whoever resumes enqueues the chunk again.
-            self._unsent.append(request_id)
-            self._stopped = True
+        if not await self._begin(request_id, sending):
             return None
-        if begun != "begun":
-            # The lease ran out, or someone else settled or dropped the
-            # request: the chunk is another pass's now. Send nothing more.
-            self.log.warning("request_not_begun", request=request_id, reason=begun)
-            self._lost = True
-            return None
-        self._begun.add(request_id)
         started = time.monotonic()
         sent = await self._post(session, request_id, batch)
         metrics.record_request(
@@ -495,33 +500,8 @@ class ChunkSender:
             r.index: from_result(self.account, self.at_most_once, r, result, attempt)
             for r, result in zip(batch, sent.results, strict=True)
         }
-        done = {
-            "s": "done",
-            "a": attempt,
-            "st": sending["t"],
-            "t": now_s(),
-            "http": sent.http_status,
-        }
-        state = await finish(self._commit(outcomes, request_id, token, done))
-        self.log.info(
-            "provider_request",
-            request=request_id,
-            recipients=len(batch),
-            attempt=attempt,
-            http_status=sent.http_status,
-            latency_ms=round((time.monotonic() - started) * 1e3),
-            job_state=state,
-        )
-        if state == "fenced":
-            self.log.warning("request_fenced", request=request_id)
-        if sent.throttled:
-            metrics.record_throttle(self.account)
-            factor = await self.limiter.throttled(self.account.name, sent.retry_after_s)
-            self.log.warning("provider_throttled", retry_after_s=sent.retry_after_s, factor=factor)
-        if sent.bad_credentials:
-            reason = self._credentials_reason(outcomes)
-            await self.store.block_account(self.account.name, reason)
-            self.log.error("account_blocked", reason=reason)
+        await self._record(request_id, sending, sent, outcomes, started)
+        await self._heed(sent, outcomes)
         if not any(outcome.status == "pending" for outcome in outcomes.values()):
             return None
         return retry_delay_s(
@@ -531,6 +511,87 @@ class ChunkSender:
             sent.retry_after_s,
             self.timing.max_countdown_s,
         )
+
+    async def _hold_back(self, parts: int) -> tuple[bool, float | None]:
+        """Whether the request waits for another pass, and the wait to
+        return then; else (False, None) once its rate-limit capacity is taken."""
+        if self._stopped or self._lost:
+            return True, None
+        out_of_time = time.monotonic() - self._started > self.timing.pass_budget_s
+        if out_of_time or await self.store.account_blocked(self.account.name):
+            # The next pass goes on (or fails the rest, for a stopped account).
+            return True, 0.0
+        if self._deferred is not None:
+            # Another request of the pass found no capacity: the rest waits too.
+            return True, None
+        wait_s = await self._acquire(parts)
+        if wait_s is not None:
+            # Waiting for capacity is not a failure: no attempt is used.
+            self._deferred = self._deferred or (wait_s, parts)
+            return True, None
+        return False, None
+
+    async def _begin(self, request_id: str, sending: dict[str, Any]) -> bool:
+        """Mark the request ``sending`` (``store.begin_request``): False if
+        the job stopped or the chunk is no longer this pass's."""
+        begun = await self.store.begin_request(
+            self.job.job_id, self.chunk_no, request_id, sending, self.lease_token
+        )
+        if begun == "stopped":
+            # Paused or cancelled meanwhile: whoever resumes enqueues the chunk again.
+            self._unsent.append(request_id)
+            self._stopped = True
+            return False
+        if begun != "begun":
+            # The lease ran out, or someone else settled or dropped the
+            # request: the chunk is another pass's now. Send nothing more.
+            self.log.warning("request_not_begun", request=request_id, reason=begun)
+            self._lost = True
+            return False
+        self._begun.add(request_id)
+        return True
+
+    async def _record(
+        self,
+        request_id: str,
+        sending: dict[str, Any],
+        sent: SendResult,
+        outcomes: dict[int, StoredOutcome],
+        started: float,
+    ) -> None:
+        """Commit the request's outcomes and its end, even if the pass is
+        cancelled meanwhile (``finish``)."""
+        done = {
+            "s": "done",
+            "a": sending["a"],
+            "st": sending["t"],
+            "t": now_s(),
+            "http": sent.http_status,
+        }
+        state = await finish(self._commit(outcomes, request_id, sending["k"], done))
+        self.log.info(
+            "provider_request",
+            request=request_id,
+            recipients=len(sending["i"]),
+            attempt=sending["a"],
+            http_status=sent.http_status,
+            latency_ms=round((time.monotonic() - started) * 1e3),
+            job_state=state,
+        )
+        if state == "fenced":
+            self.log.warning("request_fenced", request=request_id)
+
+    async def _heed(self, sent: SendResult, outcomes: dict[int, StoredOutcome]) -> None:
+        """Slow the account down when the provider throttled it; stop it
+        when the provider refused its credentials."""
+        if sent.throttled:
+            metrics.record_throttle(self.account)
+            factor = await self.limiter.throttled(self.account.name, sent.retry_after_s)
+            self.log.warning("provider_throttled", retry_after_s=sent.retry_after_s, factor=factor)
+        if sent.bad_credentials:
+            reason = self._credentials_reason(outcomes)
+            await self.store.block_account(self.account.name, reason)
+            self.log.error("account_blocked", reason=reason)
 
     async def _post(
         self, session: aiohttp.ClientSession, request_id: str, batch: list[Recipient]

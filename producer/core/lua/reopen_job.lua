@@ -22,6 +22,7 @@
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or redis.call('HEXISTS', KEYS[1], 'removing') == 1 then return false end
 if not ENDED[state] then return state end
+--#include sum_final
 local function count(codes)
   local n = 0
   for _, code in ipairs(codes) do
@@ -29,7 +30,7 @@ local function count(codes)
   end
   return n
 end
-if count(FINAL_CODES) < tonumber(redis.call('HGET', KEYS[1], 'total')) then
+if final_count(KEYS[1]) < tonumber(redis.call('HGET', KEYS[1], 'total')) then
   return 'cancelling'
 end
 if count(cjson.decode(ARGV[1])) == 0 then return state end

@@ -16,13 +16,6 @@ from producer.core.store import STATUS_CODES
 from producer.job import FINAL_STATUSES
 from tests.paths import ROOT
 
-# Converted by the parallel change (its own .lua files); empty this once it lands.
-PENDING = {
-    "worker/store.py",
-    "worker/pipeline/rate_limit.py",
-    "worker/background/watchdog.py",
-    "worker/background/retention.py",
-}
 # The states the producer's and the releaser's/plan's scripts write.
 WRITTEN_HERE = {"scheduled", "queued", "running", "paused", "cancelled"}
 
@@ -190,4 +183,15 @@ def test_no_python_module_holds_lua_or_evaluates_a_script() -> None:
             source = path.read_text(encoding="utf-8")
             if any(s in source for s in ("redis.call(", ".eval(", "register_script(")):
                 offenders.append(relative)
-    assert sorted(set(offenders) - PENDING) == []
+    assert offenders == []
+
+
+@pytest.mark.parametrize(
+    ("written_once", "where"),
+    [("done = done +", "sum_final"), ("growth ^", "rate_factor")],
+)
+def test_the_final_sum_and_the_factor_recovery_are_written_once(
+    written_once: str, where: str
+) -> None:
+    holders = [name for name in scripts.names() if written_once in text(name)]
+    assert holders == [where]

@@ -25,7 +25,7 @@ from tests.producer.test_control import mark_running, settle, submit
 from worker.background import retention, watchdog
 from worker.dev.launcher import wait_until
 from worker.pipeline.sending import fail_chunk
-from worker.store import JobSpec, ResultsStore
+from worker.store import JobRecord, ResultsStore
 
 STALL_S = 20.0
 
@@ -423,13 +423,13 @@ def test_a_pass_that_read_the_job_before_a_retry_marks_no_chunk_done(
     job_id = running_job(producer, 3, 100)
     assert settle(client, job_id, {0: "accepted", 1: "failed", 2: "accepted"}) == "completed"
 
-    async def read_job() -> JobSpec:
+    async def read_job() -> JobRecord:
         async with aioredis.Redis.from_url(redis_url) as async_client:
             job = await ResultsStore(async_client).job(job_id)
         assert job is not None
         return job
 
-    async def mark_done(job: JobSpec) -> None:
+    async def mark_done(job: JobRecord) -> None:
         async with aioredis.Redis.from_url(redis_url) as async_client:
             await ResultsStore(async_client).mark_chunk_done(job, 0)
 
