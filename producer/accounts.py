@@ -25,11 +25,7 @@ from typing import Any, cast
 import redis
 
 from producer.core import keys
-from producer.errors import SmsbulkError
-
-
-class ConfigError(SmsbulkError):
-    """The configuration is missing or malformed; the message names the key."""
+from producer.errors import ConfigError
 
 
 @dataclass(frozen=True)

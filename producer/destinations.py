@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from producer.accounts import ConfigError, read_config_file
-from producer.errors import SmsbulkError
+from producer.accounts import read_config_file
+from producer.errors import ConfigError, SmsbulkError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 SETTINGS_KEYS = ("callback_allow_private", "callback_allow_http")

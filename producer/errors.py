@@ -7,3 +7,7 @@ from __future__ import annotations
 
 class SmsbulkError(Exception):
     """Base of every exception smsbulk defines (outside the sandbox's own)."""
+
+
+class ConfigError(SmsbulkError):
+    """The configuration is missing or malformed; the message names the key."""

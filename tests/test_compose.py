@@ -212,8 +212,8 @@ def test_worker_metrics_listen_on_the_compose_network_and_are_not_published(
 
 
 def test_the_example_api_token_is_one_the_api_refuses() -> None:
-    from producer.accounts import ConfigError
     from producer.api.app import check_token
+    from producer.errors import ConfigError
 
     token = env_example()["SMSBULK_API_TOKEN"]
     with pytest.raises(ConfigError, match="SMSBULK_API_TOKEN"):

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery, signals
 
-from producer.accounts import ConfigError, read_config_file
+from producer.accounts import read_config_file
 from producer.client import connect, redis_url_from_env
 from producer.core import keys
+from producer.errors import ConfigError
 from worker.ops.config import SettingsTable, parse_settings
 from worker.ops.timing import DAY_S, Timing
 

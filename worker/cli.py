@@ -24,8 +24,7 @@ from producer import (
     NoSuchJob,
     Producer,
 )
-from producer.accounts import ConfigError
-from producer.errors import SmsbulkError
+from producer.errors import ConfigError, SmsbulkError
 from producer.job import is_job_id, job_schema
 from producer.results import ENCODERS, write_results
 from worker.ops.progress import wait_for_job

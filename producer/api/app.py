@@ -26,10 +26,11 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from producer.accounts import ConfigError, read_config_file
+from producer.accounts import read_config_file
 from producer.api.errors import Invalid, StreamBroken, error_middleware, json_error
 from producer.api.openapi import openapi_document
 from producer.client import NoSuchJob, Producer, redis_url_from_env
+from producer.errors import ConfigError
 from producer.job import JobStatus, Outcome, is_job_id, refusal_from
 from producer.results import ENCODERS, MEDIA_TYPES, next_batch
 

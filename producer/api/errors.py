@@ -12,10 +12,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from redis.exceptions import RedisError
 
-from producer.accounts import ConfigError
 from producer.client import NoSuchJob
 from producer.control import InvalidRetry, JobStateConflict
-from producer.errors import SmsbulkError
+from producer.errors import ConfigError, SmsbulkError
 from producer.job import JobExists, JobRefused
 
 log = structlog.get_logger("smsbulk.api")

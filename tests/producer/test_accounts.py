@@ -10,13 +10,13 @@ import redis
 
 from producer.accounts import (
     AccountInfo,
-    ConfigError,
     KindInfo,
     accounts_from_config,
     load_accounts,
     registry_value,
 )
 from producer.core import keys
+from producer.errors import ConfigError
 
 TEMPLATE = KindInfo(template=True, needs_sender=True)
 CONFIG = """

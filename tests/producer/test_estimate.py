@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from producer.accounts import AccountInfo, ConfigError, KindInfo, accounts_from_config
+from producer.accounts import AccountInfo, KindInfo, accounts_from_config
+from producer.errors import ConfigError
 from producer.estimate import estimate
 from producer.job import Job
 from producer.parts import count_parts

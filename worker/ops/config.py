@@ -15,7 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from producer.accounts import ConfigError, read_config_file
+from producer.accounts import read_config_file
+from producer.errors import ConfigError
 from producer.job import field_path
 from worker.providers.account import Account, NumberFormat
 from worker.providers.registry import adapter_class

@@ -25,7 +25,6 @@ import structlog
 from aiohttp import web
 
 from producer import Producer
-from producer.accounts import ConfigError
 from producer.api.app import (
     STATE,
     RetryRequest,
@@ -36,6 +35,7 @@ from producer.api.app import (
 from producer.control import RETRYABLE_STATUSES
 from producer.core import keys
 from producer.core.store import StoredOutcome, block_of, encode_outcome, now_s
+from producer.errors import ConfigError
 from producer.job import job_schema
 from producer.results import BATCH_RECORDS, write_results
 from tests.paths import ROOT

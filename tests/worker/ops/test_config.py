@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from producer.accounts import ConfigError, accounts_from_config, read_config_file
+from producer.accounts import accounts_from_config, read_config_file
 from producer.destinations import CallbackPolicy, load_policy
+from producer.errors import ConfigError
 from worker.ops.callbacks import policy_of
 from worker.ops.config import load_config
 

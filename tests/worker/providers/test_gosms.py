@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from producer.accounts import ConfigError
 from producer.core.store import StoredMessage
+from producer.errors import ConfigError
 from tests.worker.providers.helpers import CONTEXT, account, recipient, send_to_local
 from worker.pipeline.recipients import prepare
 from worker.providers.base import JobContext, Verdict
