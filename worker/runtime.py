@@ -23,8 +23,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from producer.client import REDIS_RETRIES, redis_url_from_env
+from producer.routes import Route
 from worker.ops.config import Config, load_config
 from worker.ops.timing import Timing
+from worker.pipeline.circuit import Circuits
+from worker.pipeline.daily_cap import DailyCaps
+from worker.pipeline.guards import AccountGuards
 from worker.pipeline.rate_limit import RateLimiter
 from worker.providers.account import Account
 from worker.providers.base import Adapter
@@ -76,12 +80,34 @@ class Runtime:
         )
         self.store = ResultsStore(self.redis)
         self.limiter = RateLimiter(self.redis)
+        self.guards = AccountGuards(Circuits(self.redis), DailyCaps(self.redis))
         self.timing = Timing.from_recovery(config.settings.recovery_s)
         self._adapters: dict[str, Adapter] = {}
         self.session = self.run(_new_session(self.timing.request_timeout_s))
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coroutine)
+
+    def route(self, provider: str) -> Route | None:
+        return self.config.routes.get(provider)
+
+    def account_for(self, provider: str) -> Account | None:
+        """A job's account: the one it names, or its route's first of the
+        default list (whose rate limit a pass takes capacity from first)."""
+        route = self.route(provider)
+        return self.config.accounts.get(route.accounts[0] if route else provider)
+
+    def chunk_size_for(self, provider: str) -> int | None:
+        """A job's chunk: its account's batch; on a route, the largest batch
+        of its accounts (each account groups its share of a chunk itself)."""
+        route = self.route(provider)
+        if route is None:
+            account = self.config.accounts.get(provider)
+            return account.batch_size if account else None
+        return max(self.config.accounts[name].batch_size for name in route.every_account())
+
+    def adapters_for(self, route: Route) -> dict[str, Adapter]:
+        return {name: self.adapter(self.config.accounts[name]) for name in route.every_account()}
 
     def adapter(self, account: Account) -> Adapter:
         adapter = self._adapters.get(account.name)

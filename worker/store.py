@@ -50,6 +50,13 @@ def outcome_records(outcomes: dict[int, StoredOutcome]) -> str:
     return "".join(f"{index}\t{encode_outcome(outcome)}\n" for index, outcome in outcomes.items())
 
 
+def _accounts_of(outcomes: dict[int, StoredOutcome]) -> str:
+    """The commit script's accounts argument: '' unless an outcome has one."""
+    if not any(outcome.account for outcome in outcomes.values()):
+        return ""
+    return "".join(f"{outcome.account or ''}\n" for outcome in outcomes.values())
+
+
 # How long an account refused for its credentials stays stopped; a worker
 # restart (new configuration) lifts the block at once.
 ACCOUNT_BLOCK_S = 600
@@ -225,7 +232,8 @@ class ResultsStore:
         token: str = "",
         done_state: dict[str, Any] | None = None,
     ) -> str:
-        """Write outcomes (and a request's transition to done) atomically."""
+        """Write outcomes (and a request's transition to done) atomically.
+        Outcomes with an account (route jobs) are counted by it too."""
         if not outcomes and not request_id:
             return ""
         block_no = block_of(next(iter(outcomes))) if outcomes else 0
@@ -236,6 +244,7 @@ class ResultsStore:
             repr(now_s()),
             job_id,
             outcome_records(outcomes),
+            _accounts_of(outcomes),
         ]
         result = await self._commit(
             keys=[

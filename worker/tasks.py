@@ -139,10 +139,10 @@ def plan_job(self: Task, job_id: str, first_chunk: int = 0) -> None:
             return
     if state not in ("queued", "scheduled") and not (first_chunk and state == "running"):
         return  # planned already (a redelivery), or paused/cancelled
-    account = get_runtime().config.accounts.get(settings.provider)
-    if account is None:
+    batch_size = get_runtime().chunk_size_for(settings.provider)
+    if batch_size is None:
         _retry_unknown_account(self, job_id, settings.provider)
-    chunk_size = int(raw_chunk_size or 0) or (account.batch_size if account else keys.BLOCK_SIZE)
+    chunk_size = int(raw_chunk_size or 0) or batch_size or keys.BLOCK_SIZE
     client.hsetnx(keys.job(job_id), "chunk_size", chunk_size)
     chunk_size = int(cast(bytes, client.hget(keys.job(job_id), "chunk_size")))
     n_chunks = chunk_count(total, chunk_size)
@@ -193,7 +193,7 @@ def send_chunk(self: Task, job_id: str, chunk_no: int, parts: int = 0) -> None:
     if job is None or job.state not in SENDING_STATES:
         return  # gone, paused or cancelled: resume/retry enqueue again
     queue = queue_for(job.settings.priority)
-    if job.settings.provider not in runtime.config.accounts:
+    if runtime.account_for(job.settings.provider) is None:
         _retry_unknown_account(self, job_id, job.settings.provider)
         reason = f"account {job.settings.provider} is not configured on the workers"
         runtime.run(fail_chunk(runtime.store, job, chunk_no, reason))
@@ -232,7 +232,9 @@ async def _send_chunk(
         log.info("chunk_busy", job_id=job_id, chunk=chunk_no, retry_in_s=busy_s)
         return PassResult(next_pass_in_s=min(busy_s + 1, TIMING.max_countdown_s))
     try:
-        account = runtime.config.accounts[job.settings.provider]
+        account = runtime.account_for(job.settings.provider)
+        assert account is not None  # send_chunk checked
+        route = runtime.route(job.settings.provider)
         deferred = await defer_unless_capacity(
             store, runtime.limiter, account, job, chunk_no, parts, TIMING
         )
@@ -247,6 +249,9 @@ async def _send_chunk(
             TIMING,
             lease_token=token,
             prepaid_parts=max(parts, 1),
+            route=route,
+            adapters=runtime.adapters_for(route) if route else None,
+            guards=runtime.guards,
         )
         result = await sender.run(runtime.session)
         if result.chunk_done:

@@ -69,6 +69,11 @@ class StoredOutcome(NamedTuple):
     error: str | None = None
     attempts: int = 0
     updated_at: float | None = None
+    # Route jobs only (None otherwise, and then not stored): the account the
+    # recipient is on (the one that sent it, once final), and how many of its
+    # attempts were made on earlier accounts of its list.
+    account: str | None = None
+    since: int | None = None
 
 
 def _trim(values: Iterable[Any]) -> list[Any]:
@@ -147,7 +152,7 @@ def outcome_record(
         index=index,
         to=message.to,
         ref=message.ref,
-        provider=provider,
+        provider=stored.account or provider,
         e164=stored.e164,
         status=stored.status,  # type: ignore[arg-type]
         provider_message_id=stored.provider_message_id,

@@ -2,15 +2,22 @@
 
 Runs in the workers (parsing a million numbers costs ~35 CPU-seconds; the
 submitting process must not pay it). Pure: no I/O.
+
+A route job's recipient is sent through the account its number's country
+picks (``Route.accounts_for``), the first of its list that is available, or
+the one it had moved on to; a one-account job's through its account.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from producer.core.store import StoredMessage
+from producer.core.store import StoredMessage, StoredOutcome
 from producer.parts import count_parts
-from worker.pipeline.phone import InvalidNumber, format_number, parse_number
+from producer.routes import Route
+from worker.pipeline.outcomes import Place
+from worker.pipeline.phone import InvalidNumber, PhoneNumber, format_number, parse_number
 from worker.providers.base import Adapter, Recipient
 
 
@@ -20,6 +27,8 @@ class Rejection:
     e164: str | None
     segments: int | None
     reason: str
+    status: str = "rejected"  # "failed": its last account is stopped
+    account: str | None = None  # route jobs: the account it stood on
 
 
 def prepare(
@@ -28,6 +37,7 @@ def prepare(
     default_text: str | None,
     job_sender: str | None,
 ) -> tuple[list[Recipient], list[Rejection]]:
+    """A one-account job's recipients."""
     account = adapter.account
     sender = job_sender or account.sender
     recipients: list[Recipient] = []
@@ -38,24 +48,97 @@ def prepare(
         except InvalidNumber as error:
             rejections.append(Rejection(index, None, None, str(error)))
             continue
-        text = message.text if message.text is not None else default_text
-        segments: int | None = None
-        if not adapter.is_template:
-            text = text or ""
-            segments = count_parts(text).parts
-            too_long = adapter.max_text_chars is not None and len(text) > adapter.max_text_chars
-            if too_long or segments > account.max_parts:
-                limit = (
-                    f"{adapter.max_text_chars} characters"
-                    if too_long
-                    else f"{account.max_parts} parts"
-                )
-                rejections.append(
-                    Rejection(index, number.e164, segments, f"text too long: over {limit}")
-                )
-                continue
-        address = format_number(number, adapter.number_format, account.default_region)
-        recipients.append(
-            Recipient(index, number.e164, address, text, message.params, sender, segments)
-        )
+        made = _recipient(adapter, index, message, number, default_text, sender)
+        if isinstance(made, Rejection):
+            rejections.append(made)
+        else:
+            recipients.append(made)
     return recipients, rejections
+
+
+def _recipient(
+    adapter: Adapter,
+    index: int,
+    message: StoredMessage,
+    number: PhoneNumber,
+    default_text: str | None,
+    sender: str | None,
+) -> Recipient | Rejection:
+    account = adapter.account
+    text = message.text if message.text is not None else default_text
+    segments: int | None = None
+    if not adapter.is_template:
+        text = text or ""
+        segments = count_parts(text).parts
+        too_long = adapter.max_text_chars is not None and len(text) > adapter.max_text_chars
+        if too_long or segments > account.max_parts:
+            limit = (
+                f"{adapter.max_text_chars} characters" if too_long else f"{account.max_parts} parts"
+            )
+            return Rejection(index, number.e164, segments, f"text too long: over {limit}")
+    address = format_number(number, adapter.number_format, account.default_region)
+    return Recipient(index, number.e164, address, text, message.params, sender, segments)
+
+
+@dataclass(slots=True)
+class Routed:
+    """A route job's pending recipients, by the account each goes to now."""
+
+    groups: dict[str, list[Recipient]] = field(default_factory=dict)
+    places: dict[int, Place] = field(default_factory=dict)
+    rejections: list[Rejection] = field(default_factory=list)
+    held: list[int] = field(default_factory=list)  # every account of its list is unavailable
+
+
+def route(
+    route_: Route,
+    adapters: Mapping[str, Adapter],
+    indexed: list[tuple[int, StoredMessage]],
+    outcomes: Mapping[int, StoredOutcome],
+    default_text: str | None,
+    job_sender: str | None,
+    stopped: Mapping[str, str],
+    unavailable: frozenset[str] = frozenset(),
+) -> Routed:
+    """Each recipient on the account it stands on (its previous outcome's,
+    else the first of its list), moved on past accounts that cannot send
+    now: ``stopped`` (bad credentials: account → reason) and ``unavailable``
+    (circuit open, daily cap reached). Moving on uses no attempt. On its
+    last account, a stopped one fails it; an unavailable one holds it."""
+    routed = Routed()
+    for index, message in indexed:
+        try:
+            number = parse_number(message.to, route_.default_region)
+        except InvalidNumber as error:
+            routed.rejections.append(
+                Rejection(index, None, None, str(error), account=route_.accounts[0])
+            )
+            continue
+        names = route_.accounts_for(number.region)
+        previous = outcomes.get(index)
+        on = previous.account if previous is not None and previous.account in names else names[0]
+        k = names.index(on)
+        since = (previous.since or 0) if previous is not None and previous.account == on else 0
+        attempts = previous.attempts if previous is not None else 0
+        while (names[k] in stopped or names[k] in unavailable) and k + 1 < len(names):
+            k, since = k + 1, attempts
+        name = names[k]
+        if name in stopped:
+            routed.rejections.append(
+                Rejection(index, number.e164, None, stopped[name], "failed", name)
+            )
+            continue
+        if name in unavailable:
+            routed.held.append(index)
+            continue
+        adapter = adapters[name]
+        made = _recipient(
+            adapter, index, message, number, default_text, job_sender or adapter.account.sender
+        )
+        if isinstance(made, Rejection):
+            made.account = name
+            routed.rejections.append(made)
+            continue
+        routed.groups.setdefault(name, []).append(made)
+        routed.places[index] = Place(names[k + 1] if k + 1 < len(names) else None, since)
+    return routed

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -34,15 +34,18 @@ import redis.asyncio as aioredis
 
 from producer.core.keys import PREFIX
 from producer.core.store import StoredMessage, StoredOutcome, now_s
+from producer.routes import Route
 from worker.ops import metrics
 from worker.ops.logs import get_logger
 from worker.ops.timing import Timing
 from worker.pipeline.chunking import chunk_range
+from worker.pipeline.guards import AccountGuards
 from worker.pipeline.optout import REASON as OPTED_OUT
 from worker.pipeline.optout import opted_out
-from worker.pipeline.outcomes import from_result, is_final, simple
+from worker.pipeline.outcomes import Place, from_result, is_final, simple
 from worker.pipeline.rate_limit import Limits, RateLimiter
 from worker.pipeline.recipients import Rejection, prepare
+from worker.pipeline.recipients import route as route_recipients
 from worker.pipeline.retry import retry_delay_s
 from worker.providers.account import Account
 from worker.providers.base import (
@@ -214,6 +217,11 @@ async def fail_chunk(store: ResultsStore, job: JobRecord, chunk_no: int, reason:
 
 
 class ChunkSender:
+    """One pass over a chunk. A route job's recipients go through the
+    accounts of their lists (``route``, ``adapters``); a one-account job's
+    through ``adapter``'s account. Requests never mix accounts; each account
+    keeps its own rate limits, batch size, number format, retries and circuit."""
+
     def __init__(
         self,
         store: ResultsStore,
@@ -224,14 +232,19 @@ class ChunkSender:
         timing: Timing,
         lease_token: str = "",
         prepaid_parts: int = 0,
+        route: Route | None = None,
+        adapters: Mapping[str, Adapter] | None = None,
+        guards: AccountGuards | None = None,
     ) -> None:
         self.store = store
         self.limiter = limiter
-        self.adapter = adapter
+        self.adapter = adapter  # a route job's: its default list's first account's
         self.account = adapter.account
-        self.limits = limits_of(self.account)
+        self.route = route
+        self.adapters = dict(adapters or {adapter.account.name: adapter})
+        self.guards = guards or AccountGuards()
         self.lease_token = lease_token  # the chunk's lease this pass holds
-        self.prepaid_parts = prepaid_parts  # capacity taken before the pass began
+        self.prepaid_parts = prepaid_parts  # capacity taken for adapter's account before the pass
         self.job = job
         self.chunk_no = chunk_no
         self.timing = timing
@@ -243,7 +256,7 @@ class ChunkSender:
             validity_minutes=job.settings.validity_minutes,
             created_at=datetime.fromtimestamp(job.created_at, UTC).isoformat(),
         )
-        self.log = get_logger(job_id=job.job_id, chunk=chunk_no, provider=self.account.name)
+        self.log = get_logger(job_id=job.job_id, chunk=chunk_no, provider=job.settings.provider)
         self._started = time.monotonic()
         self._inline_until: float | None = None  # end of the pass's inline wait for capacity
         self._stopped = False  # a request found the job paused or cancelled
@@ -251,6 +264,8 @@ class ChunkSender:
         self._deferred: tuple[float, int] | None = None  # (wait, parts) of a refused request
         self._unsent: list[str] = []  # planned requests this pass gave up on
         self._begun: set[str] = set()  # requests this pass marked sending
+        self._places: dict[int, Place] = {}  # route jobs: each recipient's place on its list
+        self._held_s: float | None = None  # recipients wait for an unavailable account
 
     async def _commit(
         self,
@@ -258,6 +273,7 @@ class ChunkSender:
         request_id: str = "",
         token: str = "",
         done: dict[str, Any] | None = None,
+        account: Account | None = None,
     ) -> str:
         """Write outcomes (and a request's end: ``store.commit``) and count
         them in the metrics if they were written; returns the commit's answer."""
@@ -265,7 +281,7 @@ class ChunkSender:
             self.job.job_id, self.chunk_no, outcomes, request_id, token, done
         )
         if state not in NOTHING_WRITTEN:
-            metrics.record_committed(self.account, outcomes.values())
+            metrics.record_committed(account or self.account, outcomes.values())
         return state
 
     async def run(self, session: aiohttp.ClientSession) -> PassResult:
@@ -273,11 +289,13 @@ class ChunkSender:
         pending = [(i, m) for i, m in data.messages if not is_final(data.outcomes.get(i))]
         if not pending or await self._end_unsendable(pending, data):
             return PassResult()
-        recipients = await self._prepare(pending, data)
-        requests = await self._plan(recipients)
+        groups = await self._prepare(pending, data)
+        requests = await self._plan(groups)
         waits = await self._send_all(session, requests, data)
         if self._lost:
             return PassResult(lost=True)  # the chunk's next pass is its new holder's
+        if self._held_s is not None:
+            waits.append(self._held_s)
         return await self._next_pass(waits)
 
     async def _read_chunk(self) -> ChunkData:
@@ -296,9 +314,10 @@ class ChunkSender:
     async def _end_unsendable(
         self, pending: list[tuple[int, StoredMessage]], data: ChunkData
     ) -> bool:
-        """Fail the pending recipients of a stopped account, or expire them
-        past the job's validity: True if it did (the pass sends nothing)."""
-        blocked = await self.store.account_blocked(self.account.name)
+        """Expire the pending recipients past the job's validity, or fail
+        those of a one-account job whose account is stopped: True if it did
+        (the pass sends nothing)."""
+        blocked = None if self.route else await self.store.account_blocked(self.account.name)
         deadline = deadline_s(self.job)
         if not blocked and (deadline is None or now_s() <= deadline):
             return False
@@ -310,46 +329,106 @@ class ChunkSender:
 
     async def _prepare(
         self, pending: list[tuple[int, StoredMessage]], data: ChunkData
-    ) -> list[Recipient]:
-        """The pending recipients to send; the others (an unusable number or
-        text, an opted-out number) are recorded ``rejected``."""
+    ) -> dict[str, list[Recipient]]:
+        """The pending recipients to send, by account; the others (an
+        unusable number or text, an opted-out number; on a route, a recipient
+        whose accounts are all stopped) are recorded ``rejected`` (or ``failed``)."""
         settings = self.job.settings
-        recipients, rejections = prepare(self.adapter, pending, settings.text, settings.sender)
-        blocked_numbers = await opted_out(self.store.redis, [r.e164 for r in recipients])
+        if self.route is None:
+            recipients, rejections = prepare(self.adapter, pending, settings.text, settings.sender)
+            groups = {self.account.name: recipients}
+        else:
+            routed = route_recipients(
+                self.route,
+                self.adapters,
+                pending,
+                data.outcomes,
+                settings.text,
+                settings.sender,
+                *await self._availability(),
+            )
+            groups, rejections, self._places = routed.groups, routed.rejections, routed.places
+            if routed.held:
+                self._held_s = await self._held_for()
+        every = [r for group in groups.values() for r in group]
+        blocked_numbers = await opted_out(self.store.redis, [r.e164 for r in every])
         if blocked_numbers:
-            rejections += [
-                Rejection(r.index, r.e164, r.segments, OPTED_OUT)
-                for r in recipients
-                if r.e164 in blocked_numbers
-            ]
-            recipients = [r for r in recipients if r.e164 not in blocked_numbers]
+            for name, group in groups.items():
+                rejections += [
+                    Rejection(r.index, r.e164, r.segments, OPTED_OUT, account=self._on(name))
+                    for r in group
+                    if r.e164 in blocked_numbers
+                ]
+                groups[name] = [r for r in group if r.e164 not in blocked_numbers]
         await self._commit(
             {
                 r.index: simple(
-                    "rejected",
+                    r.status,
                     data.outcomes.get(r.index),
                     e164=r.e164,
                     segments=r.segments,
                     error=r.reason,
+                    account=r.account,
+                    since=self._places[r.index].since if r.index in self._places else None,
                 )
                 for r in rejections
             }
         )
-        return recipients
+        return groups
 
-    async def _plan(self, recipients: list[Recipient]) -> dict[str, list[Recipient]]:
-        """Group the recipients into provider requests, each recorded pending."""
-        batches = self.adapter.group(recipients)
-        requests = {new_token()[:16]: batch for batch in batches}
+    def _on(self, name: str) -> str | None:
+        """The account field of a route job's outcome (None: a one-account job's)."""
+        return name if self.route is not None else None
+
+    async def _availability(self) -> tuple[dict[str, str], frozenset[str]]:
+        """The route's accounts that cannot send now: stopped (bad
+        credentials; account → reason), and unavailable (circuit open,
+        daily cap reached)."""
+        stopped, unavailable = {}, set()
+        for name in self.route.every_account() if self.route else ():
+            account = self.adapters[name].account
+            blocked = await self.store.account_blocked(name)
+            if blocked:
+                stopped[name] = blocked
+            elif await self.guards.unavailable_s(account) is not None:
+                unavailable.add(name)
+        return stopped, frozenset(unavailable)
+
+    async def _held_for(self) -> float:
+        """When recipients whose every account is unavailable look again."""
+        waits = [
+            await self.guards.unavailable_s(adapter.account) for adapter in self.adapters.values()
+        ]
+        known = [wait for wait in waits if wait is not None]
+        return min(min(known, default=1.0), self.timing.max_countdown_s)
+
+    async def _plan(
+        self, groups: dict[str, list[Recipient]]
+    ) -> dict[str, tuple[Adapter, list[Recipient]]]:
+        """Group each account's recipients into its provider requests, each
+        recorded pending."""
+        requests = {
+            new_token()[:16]: (self.adapters[name], batch)
+            for name, recipients in groups.items()
+            for batch in self.adapters[name].group(recipients)
+        }
         await self.store.set_requests(
             self.job.job_id,
             self.chunk_no,
             {
-                rid: {"s": "pending", "i": [r.index for r in batch]}
-                for rid, batch in requests.items()
+                rid: self._request_state("pending", adapter, batch)
+                for rid, (adapter, batch) in requests.items()
             },
         )
         return requests
+
+    def _request_state(
+        self, state: str, adapter: Adapter, batch: list[Recipient]
+    ) -> dict[str, Any]:
+        request: dict[str, Any] = {"s": state, "i": [r.index for r in batch]}
+        if self.route is not None:
+            request["acc"] = adapter.account.name
+        return request
 
     async def _next_pass(self, waits: list[float | None]) -> PassResult:
         """When the chunk's next pass is due, if one is: after the latest of
@@ -375,7 +454,7 @@ class ChunkSender:
     async def _send_all(
         self,
         session: aiohttp.ClientSession,
-        requests: dict[str, list[Recipient]],
+        requests: dict[str, tuple[Adapter, list[Recipient]]],
         data: ChunkData,
     ) -> list[float | None]:
         """Send the pass's requests, a few at a time, all in one task group:
@@ -383,13 +462,13 @@ class ChunkSender:
         is cancelled, and the requests never begun are forgotten."""
         gate = asyncio.Semaphore(REQUESTS_IN_FLIGHT_PER_CHUNK)
 
-        async def one(request_id: str, batch: list[Recipient]) -> float | None:
+        async def one(request_id: str, adapter: Adapter, batch: list[Recipient]) -> float | None:
             async with gate:
-                return await self._send(session, request_id, batch, data)
+                return await self._send(session, request_id, adapter, batch, data)
 
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(one(rid, b)) for rid, b in requests.items()]
+                tasks = [group.create_task(one(rid, *request)) for rid, request in requests.items()]
         except BaseExceptionGroup as failed:
             first = _first_error(failed)
             self.log.warning("pass_failed", error=type(first).__name__)
@@ -406,17 +485,21 @@ class ChunkSender:
         return [task.result() for task in tasks]
 
     async def _settle_interrupted(self, data: ChunkData) -> None:
-        """Requests left in ``sending`` by a worker that died mid-request."""
+        """Requests left in ``sending`` by a worker that died mid-request.
+        Never moved on to another account: the provider may have taken them."""
         for request_id, state in data.requests.items():
             if state.get("s") != "sending":
                 continue
+            on = state.get("acc")
+            account = self.adapters[on].account if on in self.adapters else self.account
             settled: dict[int, StoredOutcome] = {}
             for index in state["i"]:
                 previous = data.outcomes.get(index)
                 if is_final(previous):
                     continue
                 attempts = max(state.get("a", 1), previous.attempts if previous else 0)
-                gave_up = attempts >= self.account.max_attempts
+                since = (previous.since or 0) if previous and previous.account == on else 0
+                gave_up = attempts - since >= account.max_attempts
                 status = "unknown" if self.at_most_once else ("failed" if gave_up else "pending")
                 what = "" if self.at_most_once else ("; gave up" if gave_up else "; sending again")
                 settled[index] = data.outcomes[index] = simple(
@@ -425,17 +508,20 @@ class ChunkSender:
                     attempts=attempts,
                     error_code="interrupted",
                     error=f"the worker stopped while the request was in flight{what}",
+                    account=on,
+                    since=since if on else None,
                 )
             done = {"s": "done", "a": state.get("a", 1), "t": now_s(), "interrupted": True}
-            await self._commit(settled, request_id, state["k"], done)
+            await self._commit(settled, request_id, state["k"], done, account)
             self.log.warning(
                 "interrupted_request_settled",
                 request=request_id,
                 recipients=len(state["i"]),
                 policy=self.job.settings.delivery_policy,
+                account=account.name,
             )
 
-    async def _acquire(self, cost_parts: int) -> float | None:
+    async def _acquire(self, account: Account, cost_parts: int) -> float | None:
         """Take rate-limit capacity; None when taken, else the wait to defer.
 
         A pass waits inline at most INLINE_WAIT_MAX_S without getting any
@@ -443,7 +529,7 @@ class ChunkSender:
         chunks, however many, never hold every process while other accounts'
         chunks wait in the queue. Capacity taken before the pass
         (``defer_unless_capacity``) pays for the first request."""
-        if self.prepaid_parts:
+        if self.prepaid_parts and account is self.account:
             cost_parts, self.prepaid_parts = (
                 max(0, cost_parts - self.prepaid_parts),
                 max(0, self.prepaid_parts - cost_parts),
@@ -451,7 +537,7 @@ class ChunkSender:
             if cost_parts == 0:
                 return None
         while True:
-            decision = await self.limiter.try_acquire(self.account.name, self.limits, cost_parts)
+            decision = await self.limiter.try_acquire(account.name, limits_of(account), cost_parts)
             if decision.allowed:
                 self._inline_until = None
                 return None
@@ -459,7 +545,7 @@ class ChunkSender:
             if self._inline_until is None:
                 self._inline_until = now + INLINE_WAIT_MAX_S
             deferred = now + decision.wait_s > self._inline_until
-            metrics.record_rate_wait(self.account, decision.wait_s, deferred)
+            metrics.record_rate_wait(account, decision.wait_s, deferred)
             if deferred:
                 return decision.wait_s
             await asyncio.sleep(decision.wait_s)
@@ -468,63 +554,81 @@ class ChunkSender:
         self,
         session: aiohttp.ClientSession,
         request_id: str,
+        adapter: Adapter,
         batch: list[Recipient],
         data: ChunkData,
     ) -> float | None:
         """Send one request, record its outcomes, and return when its
         recipients left pending are due again (None: none is)."""
+        account = adapter.account
         parts = sum(r.cost_parts for r in batch)
-        held, wait_s = await self._hold_back(parts)
+        held, wait_s = await self._hold_back(account, parts)
         if held:
             self._unsent.append(request_id)
             return wait_s
+        gate = await self.guards.gate(account, parts)
+        if not gate.send:
+            self._unsent.append(request_id)
+            return (
+                0.0 if self._any_can_move(batch) else min(gate.wait_s, self.timing.max_countdown_s)
+            )
         attempt = 1 + max(
             (data.outcomes[r.index].attempts if r.index in data.outcomes else 0) for r in batch
         )
         token = new_token()
         sending = {
-            "s": "sending",
+            **self._request_state("sending", adapter, batch),
             "a": attempt,
             "t": now_s(),
             "k": token,
-            "i": [r.index for r in batch],
         }
         if not await self._begin(request_id, sending):
             return None
         started = time.monotonic()
-        sent = await self._post(session, request_id, batch)
+        sent = await self._post(session, request_id, adapter, batch)
         metrics.record_request(
-            self.account, time.monotonic() - started, len(batch), parts, sent.http_status
+            account, time.monotonic() - started, len(batch), parts, sent.http_status
         )
+        await self.guards.record(account, gate, parts, not_sent(sent))
         outcomes = {
-            r.index: from_result(self.account, self.at_most_once, r, result, attempt)
+            r.index: from_result(
+                account, self.at_most_once, r, result, attempt, self._places.get(r.index)
+            )
             for r, result in zip(batch, sent.results, strict=True)
         }
-        await self._record(request_id, sending, sent, outcomes, started)
-        await self._heed(sent, outcomes)
-        if not any(outcome.status == "pending" for outcome in outcomes.values()):
+        await self._record(request_id, sending, sent, outcomes, started, account)
+        await self._heed(account, sent, outcomes)
+        pending = [o for o in outcomes.values() if o.status == "pending"]
+        if not pending:
             return None
+        if all(o.account not in (None, account.name) for o in pending):
+            return 0.0  # every one moved on to its next account: at once
         return retry_delay_s(
             attempt,
-            self.account.retry_base_s,
-            self.account.retry_max_s,
+            account.retry_base_s,
+            account.retry_max_s,
             sent.retry_after_s,
             self.timing.max_countdown_s,
         )
 
-    async def _hold_back(self, parts: int) -> tuple[bool, float | None]:
+    def _any_can_move(self, batch: list[Recipient]) -> bool:
+        return any(
+            place.next_account for r in batch if (place := self._places.get(r.index)) is not None
+        )
+
+    async def _hold_back(self, account: Account, parts: int) -> tuple[bool, float | None]:
         """Whether the request waits for another pass, and the wait to
         return then; else (False, None) once its rate-limit capacity is taken."""
         if self._stopped or self._lost:
             return True, None
         out_of_time = time.monotonic() - self._started > self.timing.pass_budget_s
-        if out_of_time or await self.store.account_blocked(self.account.name):
+        if out_of_time or await self.store.account_blocked(account.name):
             # The next pass goes on (or fails the rest, for a stopped account).
             return True, 0.0
         if self._deferred is not None:
             # Another request of the pass found no capacity: the rest waits too.
             return True, None
-        wait_s = await self._acquire(parts)
+        wait_s = await self._acquire(account, parts)
         if wait_s is not None:
             # Waiting for capacity is not a failure: no attempt is used.
             self._deferred = self._deferred or (wait_s, parts)
@@ -558,6 +662,7 @@ class ChunkSender:
         sent: SendResult,
         outcomes: dict[int, StoredOutcome],
         started: float,
+        account: Account,
     ) -> None:
         """Commit the request's outcomes and its end, even if the pass is
         cancelled meanwhile (``finish``)."""
@@ -568,10 +673,11 @@ class ChunkSender:
             "t": now_s(),
             "http": sent.http_status,
         }
-        state = await finish(self._commit(outcomes, request_id, sending["k"], done))
+        state = await finish(self._commit(outcomes, request_id, sending["k"], done, account))
         self.log.info(
             "provider_request",
             request=request_id,
+            account=account.name,
             recipients=len(sending["i"]),
             attempt=sending["a"],
             http_status=sent.http_status,
@@ -581,40 +687,61 @@ class ChunkSender:
         if state == "fenced":
             self.log.warning("request_fenced", request=request_id)
 
-    async def _heed(self, sent: SendResult, outcomes: dict[int, StoredOutcome]) -> None:
+    async def _heed(
+        self, account: Account, sent: SendResult, outcomes: dict[int, StoredOutcome]
+    ) -> None:
         """Slow the account down when the provider throttled it; stop it
         when the provider refused its credentials."""
         if sent.throttled:
-            metrics.record_throttle(self.account)
-            factor = await self.limiter.throttled(self.account.name, sent.retry_after_s)
-            self.log.warning("provider_throttled", retry_after_s=sent.retry_after_s, factor=factor)
+            metrics.record_throttle(account)
+            factor = await self.limiter.throttled(account.name, sent.retry_after_s)
+            self.log.warning(
+                "provider_throttled",
+                account=account.name,
+                retry_after_s=sent.retry_after_s,
+                factor=factor,
+            )
         if sent.bad_credentials:
-            reason = self._credentials_reason(outcomes)
-            await self.store.block_account(self.account.name, reason)
-            self.log.error("account_blocked", reason=reason)
+            reason = _credentials_reason(account, outcomes)
+            await self.store.block_account(account.name, reason)
+            self.log.error("account_blocked", account=account.name, reason=reason)
 
     async def _post(
-        self, session: aiohttp.ClientSession, request_id: str, batch: list[Recipient]
+        self,
+        session: aiohttp.ClientSession,
+        request_id: str,
+        adapter: Adapter,
+        batch: list[Recipient],
     ) -> SendResult:
         """The adapter's send. An exception that escapes it (an answer it
         cannot read, a bug) is an answer nobody can read: the request may
         have been taken, as when a worker dies mid-request."""
         try:
-            with metrics.in_flight(self.account):
-                return await self.adapter.send(session, batch, self.context)
+            with metrics.in_flight(adapter.account):
+                return await adapter.send(session, batch, self.context)
         except Exception as error:
             name = type(error).__name__
             self.log.exception("provider_request_raised", request=request_id, error=name)
             reason = f"the answer could not be read: {name}"
             return SendResult(all_of(batch, Verdict.UNCERTAIN, "unreadable", reason))
 
-    def _credentials_reason(self, outcomes: dict[int, StoredOutcome]) -> str:
-        first = next(iter(outcomes.values()), None)
-        said = f" ({first.error_code}: {first.error})" if first and first.error else ""
-        return (
-            f"account {self.account.name} stopped: the provider refused its credentials{said}; "
-            "fix them, restart the workers, then retry the job"
-        )
+
+def not_sent(sent: SendResult) -> bool:
+    """The request failed as "not sent" (could not connect, HTTP 429 or
+    5xx): what counts towards the account's circuit."""
+    if not sent.results or any(r.verdict is not Verdict.RETRY for r in sent.results):
+        return False
+    status = sent.http_status
+    return status is None or status == 429 or status >= 500
+
+
+def _credentials_reason(account: Account, outcomes: dict[int, StoredOutcome]) -> str:
+    first = next(iter(outcomes.values()), None)
+    said = f" ({first.error_code}: {first.error})" if first and first.error else ""
+    return (
+        f"account {account.name} stopped: the provider refused its credentials{said}; "
+        "fix them, restart the workers, then retry the job"
+    )
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

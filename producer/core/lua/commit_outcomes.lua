@@ -20,6 +20,9 @@
 -- ARGV[4]: now (epoch s)
 -- ARGV[5]: the job id
 -- ARGV[6]: the outcomes, one string of "index\toutcome JSON\n" records
+-- ARGV[7]: (optional) route jobs: each outcome's account, one "name\n" a record in the
+--          order of ARGV[6] ('' for a one-account job): the job's per-account
+--          counters a:{account}:{code} follow the per-status ones
 -- Returns the job's state after the commit; 'fenced' if the request is no
 -- longer ours, or 'gone' if the job was removed (retention): nothing written
 -- then, so a late commit never leaves a stray counter-only job hash behind.
@@ -38,7 +41,16 @@ for index, value in string.gmatch(ARGV[6], '([^\t\n]+)\t([^\n]+)') do
   indices[#indices + 1] = index
   values[#values + 1] = value
 end
-local delta = {}
+local accounts = nil
+if ARGV[7] and ARGV[7] ~= '' then
+  accounts = {}
+  for name in string.gmatch(ARGV[7], '([^\n]*)\n') do accounts[#accounts + 1] = name end
+end
+local delta, by_account = {}, {}
+local function count(name, code, n)
+  local field = 'a:' .. name .. ':' .. code
+  by_account[field] = (by_account[field] or 0) + n
+end
 for first = 1, #indices, 1000 do
   local last = math.min(first + 999, #indices)
   local old = redis.call('HMGET', outcomes, unpack(indices, first, last))
@@ -49,6 +61,15 @@ for first = 1, #indices, 1000 do
     if old_code ~= new_code then
       if final[old_code] then delta[old_code] = (delta[old_code] or 0) - 1 end
       if final[new_code] then delta[new_code] = (delta[new_code] or 0) + 1 end
+      if accounts then
+        -- An outcome's account is its 11th field (producer/core/store.py);
+        -- a final outcome overwritten is rare, so only then is one decoded.
+        if final[old_code] then
+          local before = cjson.decode(old[k - first + 1])[11]
+          if type(before) == 'string' and before ~= '' then count(before, old_code, -1) end
+        end
+        if final[new_code] and accounts[k] ~= '' then count(accounts[k], new_code, 1) end
+      end
     end
     fields[#fields + 1] = indices[k]
     fields[#fields + 1] = values[k]
@@ -57,6 +78,9 @@ for first = 1, #indices, 1000 do
 end
 for code, n in pairs(delta) do
   if n ~= 0 then redis.call('HINCRBY', job, 'n:' .. code, n) end
+end
+for field, n in pairs(by_account) do
+  if n ~= 0 then redis.call('HINCRBY', job, field, n) end
 end
 if finish_if_final(job, KEYS[4], KEYS[5], ARGV[4], ARGV[5]) then
   return redis.call('HGET', job, 'state')

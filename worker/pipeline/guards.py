@@ -1,0 +1,49 @@
+"""Whether an account can send now: its circuit (shared by every worker)
+and its daily part cap, behind one face for the pass (``ChunkSender``).
+
+Without them (unit tests of the pass), every account can always send.
+"""
+
+from __future__ import annotations
+
+from worker.pipeline.circuit import Circuits, Gate
+from worker.pipeline.daily_cap import DailyCaps
+from worker.providers.account import Account
+
+OPEN = Gate(send=True, probe=False, wait_s=0.0)
+
+
+class AccountGuards:
+    def __init__(self, circuits: Circuits | None = None, caps: DailyCaps | None = None) -> None:
+        self.circuits = circuits
+        self.caps = caps
+
+    async def unavailable_s(self, account: Account) -> float | None:
+        """None if the account can send now; else how long until it may:
+        its circuit is open (to the end of its cool-down), or its daily cap
+        is reached (to the next UTC day)."""
+        if self.circuits is not None:
+            wait_s = await self.circuits.open_for_s(account)
+            if wait_s is not None:
+                return wait_s
+        if self.caps is not None:
+            return await self.caps.over_s(account)
+        return None
+
+    async def gate(self, account: Account, parts: int) -> Gate:
+        """Whether a request of ``parts`` parts may go now: the circuit lets
+        it (closed, or it is the probe), and the daily cap has room (taken)."""
+        gate = OPEN if self.circuits is None else await self.circuits.gate(account)
+        if gate.send and self.caps is not None:
+            wait_s = await self.caps.take(account, parts)
+            if wait_s is not None:
+                return Gate(send=False, probe=False, wait_s=wait_s)
+        return gate
+
+    async def record(self, account: Account, gate: Gate, parts: int, not_sent: bool) -> None:
+        """After the request: its circuit learns how it went; parts that
+        provably sent nothing go back to the daily cap."""
+        if self.circuits is not None:
+            await self.circuits.record(account, failed=not_sent, probe=gate.probe)
+        if not_sent and self.caps is not None:
+            await self.caps.give_back(account, parts)
