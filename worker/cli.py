@@ -188,10 +188,13 @@ def cmd_worker(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    from worker.dev.sandbox.app import SandboxSettings, run_sandbox
+    from worker.dev.sandbox.app import SandboxSettings, parse_fail_status, run_sandbox
 
     settings = SandboxSettings(
-        latency_ms=args.latency_ms, fail_rate=args.fail_rate, throttle_rate=args.throttle_rate
+        latency_ms=args.latency_ms,
+        fail_rate=args.fail_rate,
+        throttle_rate=args.throttle_rate,
+        fail_status=parse_fail_status(args.fail_status),
     )
     run_sandbox(host=args.host, port=args.port, settings=settings)
     return 0
@@ -289,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--fail-rate", type=float, default=0.0)
     p.add_argument("--throttle-rate", type=float, default=0.0)
+    p.add_argument(
+        "--fail-status",
+        action="append",
+        default=[],
+        metavar="KIND=STATUS",
+        help="answer every request of KIND with STATUS (400-599), e.g. sendbulk=503; repeatable",
+    )
     p = sub.add_parser("api", help="run the HTTP ingest API (needs $SMSBULK_API_TOKEN)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)

@@ -80,3 +80,15 @@ def done(job_id: str) -> str:
 def account_block(account: str) -> str:
     """String: why the account's sending is stopped (bad credentials)."""
     return f"{PREFIX}:blocked:{account}"
+
+
+def circuit(account: str) -> str:
+    """Hash: the account's circuit breaker, shared by every worker
+    (worker/pipeline/circuit.py): failures, open_until, probe_until."""
+    return f"{PREFIX}:circuit:{account}"
+
+
+def daily_parts(account: str) -> str:
+    """Hash, expiring: the SMS parts taken through the account on one UTC day
+    (worker/pipeline/daily_cap.py): day (days since the epoch), parts."""
+    return f"{PREFIX}:daily:{account}"

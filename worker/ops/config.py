@@ -45,6 +45,9 @@ class AccountTable(BaseModel):
     number_format: NumberFormat | None = None
     price_per_part: Decimal | None = Field(default=None, ge=0)
     currency: str | None = None
+    daily_max_parts: int | None = Field(default=None, ge=1)
+    failover_after_failures: int = Field(default=3, ge=1)
+    failover_cooldown_s: float = Field(default=30, gt=0)
 
 
 class SettingsTable(BaseModel):
@@ -132,6 +135,9 @@ def parse_account(name: str, raw: dict[str, Any]) -> Account:
         price_per_part=table.price_per_part,
         currency=table.currency,
         credentials=credentials,
+        daily_max_parts=table.daily_max_parts,
+        failover_after_failures=table.failover_after_failures,
+        failover_cooldown_s=table.failover_cooldown_s,
     )
 
 

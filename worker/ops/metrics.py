@@ -93,6 +93,7 @@ class _Metrics:
     retries: Counter
     rate_wait: Histogram
     throttled: Counter
+    circuit_open: Gauge
 
 
 _current: _Metrics | None = None
@@ -157,6 +158,16 @@ def _build() -> _Metrics:
             "smsbulk_throttled",
             "Provider answers HTTP 429 (throttling).",
             account,
+            registry=registry,
+        ),
+        # The circuit is one state in Redis: each process writes it when its
+        # view changes, and the most recent write across processes (dead ones
+        # too: a transition stays true after its writer ends) is the value.
+        circuit_open=Gauge(
+            "smsbulk_account_circuit_open",
+            "1 while the account's circuit breaker is open (failing over), else 0.",
+            account,
+            multiprocess_mode="mostrecent",
             registry=registry,
         ),
     )
@@ -224,6 +235,10 @@ def record_rate_wait(account: AccountLike, seconds: float, deferred: bool) -> No
 
 def record_throttle(account: AccountLike) -> None:
     _metrics().throttled.labels(account.name, account.kind).inc()
+
+
+def set_circuit_open(account: AccountLike, is_open: bool) -> None:
+    _metrics().circuit_open.labels(account.name, account.kind).set(1 if is_open else 0)
 
 
 def child_stopping() -> None:

@@ -18,17 +18,20 @@ class AccountGuards:
         self.circuits = circuits
         self.caps = caps
 
-    async def unavailable_s(self, account: Account) -> float | None:
-        """None if the account can send now; else how long until it may:
-        its circuit is open (to the end of its cool-down), or its daily cap
-        is reached (to the next UTC day)."""
+    async def availability(self, account: Account) -> tuple[bool, float | None]:
+        """(whether recipients that have another account move there: its
+        circuit is open or its daily cap reached; how long those that have
+        none wait: None if they may send now, as the probe of an open
+        circuit whose cool-down is over)."""
         if self.circuits is not None:
-            wait_s = await self.circuits.open_for_s(account)
-            if wait_s is not None:
-                return wait_s
+            cooling_s = await self.circuits.cooling_s(account)
+            if cooling_s is not None:
+                return True, cooling_s or None
         if self.caps is not None:
-            return await self.caps.over_s(account)
-        return None
+            over_s = await self.caps.over_s(account)
+            if over_s is not None:
+                return True, over_s
+        return False, None
 
     async def gate(self, account: Account, parts: int) -> Gate:
         """Whether a request of ``parts`` parts may go now: the circuit lets

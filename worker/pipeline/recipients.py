@@ -88,6 +88,7 @@ class Routed:
     places: dict[int, Place] = field(default_factory=dict)
     rejections: list[Rejection] = field(default_factory=list)
     held: list[int] = field(default_factory=list)  # every account of its list is unavailable
+    held_on: set[str] = field(default_factory=set)  # the last accounts they wait for
 
 
 def route(
@@ -98,13 +99,15 @@ def route(
     default_text: str | None,
     job_sender: str | None,
     stopped: Mapping[str, str],
-    unavailable: frozenset[str] = frozenset(),
+    moving: frozenset[str] = frozenset(),
+    holding: frozenset[str] = frozenset(),
 ) -> Routed:
     """Each recipient on the account it stands on (its previous outcome's,
     else the first of its list), moved on past accounts that cannot send
-    now: ``stopped`` (bad credentials: account → reason) and ``unavailable``
+    now: ``stopped`` (bad credentials: account → reason) and ``moving``
     (circuit open, daily cap reached). Moving on uses no attempt. On its
-    last account, a stopped one fails it; an unavailable one holds it."""
+    last account, a stopped one fails it; one of ``holding`` (cooling down,
+    capped) holds it; any other sends (the probe of an open circuit)."""
     routed = Routed()
     for index, message in indexed:
         try:
@@ -120,7 +123,7 @@ def route(
         k = names.index(on)
         since = (previous.since or 0) if previous is not None and previous.account == on else 0
         attempts = previous.attempts if previous is not None else 0
-        while (names[k] in stopped or names[k] in unavailable) and k + 1 < len(names):
+        while (names[k] in stopped or names[k] in moving) and k + 1 < len(names):
             k, since = k + 1, attempts
         name = names[k]
         if name in stopped:
@@ -128,8 +131,9 @@ def route(
                 Rejection(index, number.e164, None, stopped[name], "failed", name)
             )
             continue
-        if name in unavailable:
+        if name in holding:
             routed.held.append(index)
+            routed.held_on.add(name)
             continue
         adapter = adapters[name]
         made = _recipient(

@@ -294,8 +294,8 @@ class ChunkSender:
         waits = await self._send_all(session, requests, data)
         if self._lost:
             return PassResult(lost=True)  # the chunk's next pass is its new holder's
-        if self._held_s is not None:
-            waits.append(self._held_s)
+        if self._held_s is not None and all(wait is None for wait in waits):
+            waits.append(self._held_s)  # held recipients alone: look again then
         return await self._next_pass(waits)
 
     async def _read_chunk(self) -> ChunkData:
@@ -338,6 +338,7 @@ class ChunkSender:
             recipients, rejections = prepare(self.adapter, pending, settings.text, settings.sender)
             groups = {self.account.name: recipients}
         else:
+            stopped, moving, holding = await self._availability()
             routed = route_recipients(
                 self.route,
                 self.adapters,
@@ -345,11 +346,13 @@ class ChunkSender:
                 data.outcomes,
                 settings.text,
                 settings.sender,
-                *await self._availability(),
+                stopped,
+                moving,
+                frozenset(holding),
             )
             groups, rejections, self._places = routed.groups, routed.rejections, routed.places
             if routed.held:
-                self._held_s = await self._held_for()
+                self._held_s = min(holding[name] for name in routed.held_on)
         every = [r for group in groups.values() for r in group]
         blocked_numbers = await opted_out(self.store.redis, [r.e164 for r in every])
         if blocked_numbers:
@@ -380,27 +383,23 @@ class ChunkSender:
         """The account field of a route job's outcome (None: a one-account job's)."""
         return name if self.route is not None else None
 
-    async def _availability(self) -> tuple[dict[str, str], frozenset[str]]:
+    async def _availability(self) -> tuple[dict[str, str], frozenset[str], dict[str, float]]:
         """The route's accounts that cannot send now: stopped (bad
-        credentials; account → reason), and unavailable (circuit open,
-        daily cap reached)."""
-        stopped, unavailable = {}, set()
+        credentials; account → reason); those recipients move away from
+        (circuit open, daily cap reached); and of those, the ones whose last
+        account it is wait for (account → seconds)."""
+        stopped, moving, holding = {}, set(), {}
         for name in self.route.every_account() if self.route else ():
-            account = self.adapters[name].account
             blocked = await self.store.account_blocked(name)
             if blocked:
                 stopped[name] = blocked
-            elif await self.guards.unavailable_s(account) is not None:
-                unavailable.add(name)
-        return stopped, frozenset(unavailable)
-
-    async def _held_for(self) -> float:
-        """When recipients whose every account is unavailable look again."""
-        waits = [
-            await self.guards.unavailable_s(adapter.account) for adapter in self.adapters.values()
-        ]
-        known = [wait for wait in waits if wait is not None]
-        return min(min(known, default=1.0), self.timing.max_countdown_s)
+                continue
+            away, wait_s = await self.guards.availability(self.adapters[name].account)
+            if away:
+                moving.add(name)
+            if wait_s is not None:
+                holding[name] = min(wait_s, self.timing.max_countdown_s)
+        return stopped, frozenset(moving), holding
 
     async def _plan(
         self, groups: dict[str, list[Recipient]]
@@ -569,9 +568,7 @@ class ChunkSender:
         gate = await self.guards.gate(account, parts)
         if not gate.send:
             self._unsent.append(request_id)
-            return (
-                0.0 if self._any_can_move(batch) else min(gate.wait_s, self.timing.max_countdown_s)
-            )
+            return await self._move_on(account, batch, data, gate.wait_s)
         attempt = 1 + max(
             (data.outcomes[r.index].attempts if r.index in data.outcomes else 0) for r in batch
         )
@@ -611,10 +608,31 @@ class ChunkSender:
             self.timing.max_countdown_s,
         )
 
-    def _any_can_move(self, batch: list[Recipient]) -> bool:
-        return any(
-            place.next_account for r in batch if (place := self._places.get(r.index)) is not None
-        )
+    async def _move_on(
+        self, account: Account, batch: list[Recipient], data: ChunkData, wait_s: float
+    ) -> float | None:
+        """A request its account cannot take now (circuit open, daily cap
+        reached): its recipients that have another account move there
+        (pending, no attempt used; the next pass sends them at once); the
+        others wait ``wait_s``."""
+        moved = {
+            r.index: simple(
+                "pending",
+                data.outcomes.get(r.index),
+                e164=r.e164,
+                segments=r.segments,
+                account=place.next_account,
+                since=data.outcomes[r.index].attempts if r.index in data.outcomes else 0,
+                error=f"{account.name} could not send it now; moved on to {place.next_account}",
+            )
+            for r in batch
+            if (place := self._places.get(r.index)) is not None and place.next_account
+        }
+        await self._commit(moved)
+        if len(moved) < len(batch):
+            wait_s = min(wait_s, self.timing.max_countdown_s)
+            self._held_s = wait_s if self._held_s is None else min(self._held_s, wait_s)
+        return 0.0 if moved else None
 
     async def _hold_back(self, account: Account, parts: int) -> tuple[bool, float | None]:
         """Whether the request waits for another pass, and the wait to

@@ -33,3 +33,7 @@ class Account:
     currency: str | None
     # Kept out of repr so that an account never prints its secrets.
     credentials: dict[str, str] = field(repr=False, default_factory=dict)
+    # Guards and failover (worker/pipeline/daily_cap.py, circuit.py).
+    daily_max_parts: int | None = None  # SMS parts a UTC day, every job and worker together
+    failover_after_failures: int = 3  # consecutive failed requests that open the circuit
+    failover_cooldown_s: float = 30.0  # how long it stays open before one probe

@@ -90,6 +90,17 @@ def test_rate_waits_throttles_and_requests_in_flight() -> None:
     assert sample("smsbulk_provider_requests_in_flight") == 0
 
 
+def test_the_circuit_gauge_is_1_while_open_and_0_when_closed() -> None:
+    metrics.set_circuit_open(ACCOUNT, True)
+    assert sample("smsbulk_account_circuit_open") == 1
+    metrics.set_circuit_open(ACCOUNT, False)
+    assert sample("smsbulk_account_circuit_open") == 0
+    # One state in Redis, written by whichever process saw it change: the
+    # latest write is the value, whatever process made it (dead ones too).
+    gauge = metrics.local_registry()._names_to_collectors["smsbulk_account_circuit_open"]
+    assert gauge._multiprocess_mode == "mostrecent"  # type: ignore[attr-defined]
+
+
 # Run in a fresh interpreter: multiprocess mode must be chosen before
 # prometheus_client is first imported, as in a worker's main process.
 _FORKED = textwrap.dedent(

@@ -19,6 +19,9 @@ from producer.core.store import iter_outcomes
 from producer.routes import Route
 from tests.producer.test_control import mark_running
 from tests.worker.pipeline.test_sending import ACCOUNT, TIMING, FakeAdapter, on_valkey, outcomes
+from worker.pipeline.circuit import Circuits
+from worker.pipeline.daily_cap import DailyCaps
+from worker.pipeline.guards import AccountGuards
 from worker.pipeline.rate_limit import RateLimiter
 from worker.pipeline.sending import ChunkSender, PassResult
 from worker.providers.account import Account
@@ -200,3 +203,88 @@ def test_a_stopped_last_account_fails_its_recipients_with_its_reason(
     records = list(iter_outcomes(producer.redis, job_id))
     assert all(r.status == "failed" and r.error == "account backup stopped" for r in records)
     assert all(a.posts == [] for a in adapters.values())
+
+
+async def guarded_passes(
+    client: aioredis.Redis, adapters: dict[str, FakeAdapter], job_id: str, most: int = 12
+) -> list[PassResult]:
+    """``passes`` with the real circuits and daily caps (shared in Redis)."""
+    store = ResultsStore(client)
+    guards = AccountGuards(Circuits(client), DailyCaps(client))
+    results = []
+    for _ in range(most):
+        job = await store.job(job_id)
+        assert job is not None
+        token = new_token()
+        assert await store.acquire_lease(job_id, 0, token, TIMING.lease_ttl_s)
+        try:
+            sender = ChunkSender(
+                store,
+                RateLimiter(client),
+                adapters[WORLD.accounts[0]],
+                job,
+                0,
+                TIMING,
+                lease_token=token,
+                route=WORLD,
+                adapters=adapters,
+                guards=guards,
+            )
+            result = await sender.run(cast(aiohttp.ClientSession, None))
+        finally:
+            await store.release_lease(job_id, 0, token)
+        results.append(result)
+        if result.next_pass_in_s is None:
+            break
+    return results
+
+
+def test_an_open_circuit_moves_recipients_on_at_once(producer: Producer, redis_url: str) -> None:
+    job_id = route_job(producer, RO_NUMBERS)
+    patient = replace(RO, max_attempts=50, failover_after_failures=2, failover_cooldown_s=30)
+    down = Answering(patient, Verdict.RETRY, http_status=503)
+    adapters: dict[str, FakeAdapter] = {
+        "ro": down,
+        "ke": accepting(KE),
+        "backup": accepting(BACKUP),
+    }
+    on_valkey(redis_url, lambda client: guarded_passes(client, adapters, job_id))
+    # Two failed requests open ro's circuit; then everyone moves to backup
+    # without waiting out ro's 50 attempts.
+    assert sorted(down.posts) == sorted(list(range(5)) * 2)
+    assert sorted(adapters["backup"].posts) == list(range(5))
+    assert producer.redis.hget(keys.circuit("ro"), "open_until") is not None
+    records = list(iter_outcomes(producer.redis, job_id))
+    assert all(r.status == "accepted" and r.provider == "backup" for r in records)
+
+
+def test_a_daily_cap_reached_moves_recipients_on(producer: Producer, redis_url: str) -> None:
+    job_id = route_job(producer, RO_NUMBERS)  # one request of 5 parts on ro
+    capped = replace(RO, daily_max_parts=3)
+    adapters: dict[str, FakeAdapter] = {
+        "ro": accepting(capped),
+        "ke": accepting(KE),
+        "backup": accepting(BACKUP),
+    }
+    on_valkey(redis_url, lambda client: guarded_passes(client, adapters, job_id))
+    assert adapters["ro"].posts == [] and sorted(adapters["backup"].posts) == list(range(5))
+    records = list(iter_outcomes(producer.redis, job_id))
+    assert all(
+        r.status == "accepted" and r.provider == "backup" and r.attempts == 1 for r in records
+    )
+
+
+def test_a_daily_cap_reached_on_the_last_account_holds_its_recipients(
+    producer: Producer, redis_url: str
+) -> None:
+    job_id = route_job(producer, KE_NUMBERS[:2])
+    adapters: dict[str, FakeAdapter] = {
+        "ro": accepting(RO),
+        "ke": accepting(replace(KE, daily_max_parts=1)),
+        "backup": accepting(replace(BACKUP, daily_max_parts=1)),
+    }
+    results = on_valkey(redis_url, lambda client: guarded_passes(client, adapters, job_id, most=3))
+    assert all(a.posts == [] for a in adapters.values())
+    assert all(o.status == "pending" for o in outcomes(producer.redis, job_id).values())
+    wait_s = results[-1].next_pass_in_s
+    assert wait_s is not None and 0 < wait_s <= TIMING.max_countdown_s

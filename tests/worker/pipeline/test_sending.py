@@ -27,6 +27,7 @@ from producer.core.store import StoredOutcome, decode_outcome
 from tests.producer.test_control import mark_running
 from tests.worker.background.test_retention import ACCOUNT as RETENTION_ACCOUNT
 from worker.ops.timing import Timing
+from worker.pipeline.guards import AccountGuards
 from worker.pipeline.rate_limit import Decision, Limits, RateLimiter
 from worker.pipeline.sending import (
     DEFERRED_GRACE_S,
@@ -369,6 +370,9 @@ def test_a_deferred_chunk_reads_nothing_until_its_account_has_capacity(
             limiter=limiter,
             config=SimpleNamespace(accounts={"bulk": ACCOUNT}),
             adapter=lambda account: adapter,
+            account_for=lambda provider: ACCOUNT,
+            route=lambda provider: None,
+            guards=AccountGuards(),
             session=None,
         )
         return await _send_chunk(cast(Runtime, runtime), job, 0, parts)

@@ -9,7 +9,9 @@ after processing (`malformed_rate`) or a 200 JSON body nested
 `deep_answers` in the stats: Python's json raises RecursionError on it).
 `latency_ms` delays every answer. Before the draw, `throttle_next` > 0
 answers 429 and counts itself down; every injected 429 carries
-`Retry-After: <retry_after>`. With `idle_close_s` > 0 a connection that
+`Retry-After: <retry_after>`. `fail_status` ({"KIND": STATUS}) answers
+every request of that kind with that status, unprocessed and before
+anything else (no draw, no `throttle_next`). With `idle_close_s` > 0 a connection that
 carries no new provider request for that long after an answer is closed
 (counted as `idle_closed`), as servers close kept-alive connections.
 
@@ -66,6 +68,7 @@ __all__ = [
     "SandboxState",
     "account_toml",
     "make_app",
+    "parse_fail_status",
     "run_sandbox",
 ]
 
@@ -132,6 +135,17 @@ async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
     _keep_open(state, request)
     state.requests += 1
     state.requests_per_s[(kind, int(time.time()))] += 1
+    status = knobs.fail_status.get(kind)
+    if status is not None:
+        injected = web.Response(
+            status=status,
+            text=f"sandbox: injected status {status}",
+            headers={"Retry-After": knobs.retry_after} if status == 429 else None,
+        )
+        if knobs.latency_ms > 0:
+            await asyncio.sleep(knobs.latency_ms / 1000)
+        _close_when_idle(state, request)
+        return injected
     forced_429 = knobs.throttle_next > 0
     if forced_429:
         knobs.throttle_next -= 1
@@ -265,6 +279,7 @@ async def _post_settings(request: web.Request) -> web.Response:
             raise ValueError("body must be a JSON object of knobs")
         for name, value in body.items():
             check_knob(name, value)
+        check_kinds(body.get("fail_status", {}))
     except ValueError as exc:
         return web.json_response({"error": str(exc)}, status=400)
     for name, value in body.items():
@@ -272,6 +287,26 @@ async def _post_settings(request: web.Request) -> web.Response:
     if "seed" in body:
         state.rng = random.Random(body["seed"])
     return web.json_response(_knobs(state.settings))
+
+
+def check_kinds(fail_status: Mapping[str, int]) -> None:
+    """Raise ValueError for a `fail_status` naming a kind the sandbox does not serve."""
+    unknown = sorted(set(fail_status) - set(KINDS))
+    if unknown:
+        raise ValueError(f"fail_status: unknown kind {unknown[0]!r}; one of {', '.join(KINDS)}")
+
+
+def parse_fail_status(items: list[str]) -> dict[str, int]:
+    """``KIND=STATUS`` arguments (``--fail-status sendbulk=503``) as the knob."""
+    fail_status = {}
+    for item in items:
+        kind, _, status = item.partition("=")
+        if not status.strip().isdigit():
+            raise ValueError(f"--fail-status: {item!r} is not KIND=STATUS")
+        fail_status[kind.strip()] = int(status)
+    check_knob("fail_status", fail_status)
+    check_kinds(fail_status)
+    return fail_status
 
 
 async def _stop_hanging(app: web.Application) -> None:
@@ -287,6 +322,7 @@ def make_app(settings: SandboxSettings | None = None) -> web.Application:
     """The sandbox: all four provider APIs plus `/_sandbox/` inspection."""
     app = web.Application(middlewares=[_faults], client_max_size=MAX_BODY_BYTES)
     app[STATE] = SandboxState(settings if settings is not None else SandboxSettings())
+    check_kinds(app[STATE].settings.fail_status)
     for provider in SANDBOXES.values():
         provider.setup(app)
     app.router.add_get("/_sandbox/stats", _stats)

@@ -13,7 +13,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from aiohttp import web
@@ -46,6 +46,10 @@ class SandboxSettings:
     # Close a connection left idle this long after an answer (0: never), as
     # servers close kept-alive connections (Node and Apache 5 s, gunicorn 2 s).
     idle_close_s: float = 0.0
+    # Provider kind -> an HTTP status (400-599) that answers every request of
+    # that kind, unprocessed, before anything else: {"sendbulk": 503} is a
+    # provider that is down, for failover.
+    fail_status: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in KNOBS:
@@ -65,6 +69,11 @@ def check_knob(name: str, value: object) -> None:
         ok = type(value) is int and value >= 1
     elif name == "throttle_next":
         ok = type(value) is int and value >= 0
+    elif name == "fail_status":
+        ok = isinstance(value, dict) and all(
+            isinstance(kind, str) and is_int(status) and 400 <= status <= 599
+            for kind, status in value.items()
+        )
     elif name == "retry_after":  # a header value: printable ASCII, one line
         ok = isinstance(value, str) and 0 < len(value) <= 64
         ok = ok and isinstance(value, str) and value.isascii() and value.isprintable()

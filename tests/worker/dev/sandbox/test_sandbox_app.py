@@ -211,6 +211,7 @@ def test_invalid_settings_are_refused_and_change_nothing(sandbox, body):
             "throttle_next": 0,
             "retry_after": "1",
             "idle_close_s": 0.0,
+            "fail_status": {},
         }
 
     sandbox(scenario)
@@ -270,3 +271,54 @@ def test_sent_streams_many_rows(sandbox, probe):
         assert len({r["message_id"] for r in sent}) == 12_000
 
     sandbox(scenario)
+
+
+GOSMS_PATH = "/v1/message/send"
+
+
+def test_fail_status_answers_every_request_of_its_kind_only(sandbox, probe):
+    async def scenario(client: Client) -> None:
+        for _ in range(3):
+            response = await client.post(PATH, json=bulk("254700000001"))
+            assert response.status == 503
+            assert "Retry-After" not in response.headers
+        stats = await probe.stats(client)
+        assert stats["requests"] == 3 and stats["processed_requests"] == 0
+        assert stats["items"] == 0 and await probe.sent(client) == []
+        # Another kind is served as usual (its refusal of an empty body is its own).
+        other = await client.post(GOSMS_PATH, json={})
+        assert other.status != 503
+        assert (await probe.stats(client))["processed_requests"] == 1
+        # Changed at run time: 429 carries Retry-After; {} ends it.
+        knobs = {"fail_status": {"sendbulk": 429}, "retry_after": "7"}
+        assert (await client.post("/_sandbox/settings", json=knobs)).status == 200
+        response = await client.post(PATH, json=bulk("254700000001"))
+        assert response.status == 429 and response.headers["Retry-After"] == "7"
+        assert (await client.post("/_sandbox/settings", json={"fail_status": {}})).status == 200
+        assert (await client.post(PATH, json=bulk("254700000001"))).status == 200
+
+    sandbox(scenario, SandboxSettings(fail_status={"sendbulk": 503}, fail_rate=0.0))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"sendbulk": 200}, {"sendbulk": 600}, {"sendbulk": "503"}, {"nosuch": 503}, [503], 503],
+)
+def test_fail_status_refuses_bad_values_and_unknown_kinds(sandbox, bad):
+    async def scenario(client: Client) -> None:
+        response = await client.post("/_sandbox/settings", json={"fail_status": bad})
+        assert response.status == 400
+        settings = await (await client.get("/_sandbox/settings")).json()
+        assert settings["fail_status"] == {}
+
+    sandbox(scenario)
+
+
+def test_fail_status_from_the_command_line() -> None:
+    from worker.dev.sandbox.app import parse_fail_status
+
+    assert parse_fail_status(["sendbulk=503", "gosms = 500"]) == {"sendbulk": 503, "gosms": 500}
+    assert parse_fail_status([]) == {}
+    for bad in (["sendbulk"], ["sendbulk=x"], ["nosuch=503"], ["sendbulk=200"]):
+        with pytest.raises(ValueError):
+            parse_fail_status(bad)
