@@ -1,4 +1,5 @@
-"""Provider accounts with their credentials, and the [settings] table.
+"""Provider accounts with their credentials, the routes over them, and the
+[settings] table.
 
 Credentials are resolved here, in the workers, and nowhere else: ``${VAR}``
 is read from the environment when the worker starts. Anything missing or
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from producer.accounts import read_config_file
 from producer.errors import ConfigError
 from producer.job import field_path
+from producer.routes import Route, parse_routes
 from worker.providers.account import Account, NumberFormat
 from worker.providers.registry import adapter_class
 
@@ -61,6 +63,7 @@ class SettingsTable(BaseModel):
 class Config:
     accounts: dict[str, Account]
     settings: SettingsTable
+    routes: dict[str, Route]
 
 
 def _expand(value: str, where: str) -> str:
@@ -141,12 +144,16 @@ def load_config(path: str | None = None) -> Config:
     providers = raw.get("providers")
     if not isinstance(providers, dict) or not providers:
         raise ConfigError("providers: the configuration defines no [providers.NAME] account")
-    unknown = set(raw) - {"providers", "settings"}
+    unknown = set(raw) - {"providers", "settings", "routes"}
     if unknown:
-        raise ConfigError(f"{sorted(unknown)[0]}: unknown table (expected providers, settings)")
+        raise ConfigError(
+            f"{sorted(unknown)[0]}: unknown table (expected providers, routes, settings)"
+        )
     accounts = {}
     for name, table in providers.items():
         if not isinstance(table, dict):
             raise ConfigError(f"providers.{name}: must be a table")
         accounts[name] = parse_account(name, table)
-    return Config(accounts=accounts, settings=parse_settings(raw))
+    return Config(
+        accounts=accounts, settings=parse_settings(raw), routes=parse_routes(raw, accounts)
+    )
