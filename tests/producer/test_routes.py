@@ -370,3 +370,24 @@ def test_the_reset_of_a_one_account_jobs_outcome_has_no_account_to_decrement(
     assert script(keys=[job, block], args=[0, 2], client=redis_client) == 1
     fields = redis_client.hgetall(job)
     assert fields[b"n:f"] == b"0" and not any(k.startswith(b"a:") for k in fields)
+
+
+# --- the documented examples ------------------------------------------------------------
+
+
+def test_the_readmes_and_the_example_files_routes_load() -> None:
+    import tomllib
+
+    from tests.paths import ROOT
+
+    readme = (ROOT / "README.md").read_text().split("## Routes and failover", 1)[1]
+    example = tomllib.loads(readme.split("```toml", 1)[1].split("```", 1)[0])
+    world = accounts_from_config(example).routes["world"]
+    assert [world.accounts_for(r)[0] for r in ("RO", "KE", "US", "FR")] == [
+        "ro",
+        "ke",
+        "us",
+        "bulk",
+    ]
+    shipped = tomllib.loads((ROOT / "config" / "providers.example.toml").read_text())
+    assert accounts_from_config(shipped).routes["world"].every_account() == ["bulk", "ro", "voip"]
