@@ -391,3 +391,16 @@ def test_the_readmes_and_the_example_files_routes_load() -> None:
     ]
     shipped = tomllib.loads((ROOT / "config" / "providers.example.toml").read_text())
     assert accounts_from_config(shipped).routes["world"].every_account() == ["bulk", "ro", "voip"]
+
+
+def test_the_openapi_document_describes_the_status_accounts() -> None:
+    from producer.api.app import RetryRequest
+    from producer.api.openapi import openapi_document
+
+    schema = openapi_document(RetryRequest)["components"]["schemas"]["JobStatus"]
+    answer = status_from_hash("j", job_hash("world", **{"n:a": 1, "a:ro:a": 1}))
+    dumped = answer.model_dump(mode="json")
+    assert "accounts" in schema["required"]
+    assert set(schema["required"]) <= set(dumped) <= set(schema["properties"])
+    accounts = schema["properties"]["accounts"]["additionalProperties"]
+    assert set(dumped["accounts"]["ro"]) <= set(accounts["propertyNames"]["enum"])
