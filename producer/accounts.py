@@ -4,7 +4,8 @@ Producers validate a job against the account it names (does it exist, is it
 a template provider, does it have a default sender). They read only these
 facts, never credentials: ``${VAR}`` references are left unresolved here.
 The source is the TOML file of ``SMSBULK_CONFIG`` or, when a producer runs
-on a host without that file, the registry workers publish in Redis.
+on a host without that file, the registry workers publish in Redis; the
+routes over the accounts (``producer.routes``) come from the same source.
 
 What a provider kind is (template or text, sender required or not) is never
 written here: each worker publishes it with its accounts, from its adapter
@@ -26,6 +27,7 @@ import redis
 
 from producer.core import keys
 from producer.errors import ConfigError
+from producer.routes import Route, parse_routes
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,24 @@ class AccountInfo:
         return self.facts.needs_sender
 
 
+class Accounts(dict[str, AccountInfo]):
+    """The accounts by name, and the routes over them by name (``routes``):
+    routes and accounts share one namespace."""
+
+    def __init__(
+        self,
+        accounts: Mapping[str, AccountInfo] | None = None,
+        routes: Mapping[str, Route] | None = None,
+    ) -> None:
+        super().__init__(accounts or {})
+        self.routes: dict[str, Route] = dict(routes or {})
+
+
+def routes_of(accounts: Mapping[str, AccountInfo]) -> Mapping[str, Route]:
+    """The routes loaded with `accounts` (none for a plain mapping)."""
+    return accounts.routes if isinstance(accounts, Accounts) else {}
+
+
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         with Path(path).open("rb") as handle:
@@ -80,8 +100,9 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def accounts_from_config(
     config: dict[str, Any], kinds: Mapping[str, KindInfo] | None = None
-) -> dict[str, AccountInfo]:
-    """The file's accounts, with the facts of their kinds from `kinds`.
+) -> Accounts:
+    """The file's accounts, with the facts of their kinds from `kinds`, and
+    its routes (``[routes.NAME]``, checked against the accounts).
 
     With `kinds` empty or None (no worker has published yet and the caller
     knows none) every kind is taken as a text kind with no sender required:
@@ -108,7 +129,7 @@ def accounts_from_config(
             currency if isinstance(currency, str) else None,
             (kinds or {}).get(kind, KindInfo()),
         )
-    return accounts
+    return Accounts(accounts, parse_routes(config, accounts))
 
 
 def _price(name: str, raw: Any) -> Decimal | None:
@@ -130,8 +151,9 @@ def load_accounts(
     client: redis.Redis | None = None,
     config_path: str | None = None,
     kinds: Mapping[str, KindInfo] | None = None,
-) -> dict[str, AccountInfo]:
-    """Accounts from the config file if one is set, else from the workers' registry.
+) -> Accounts:
+    """Accounts and routes from the config file if one is set, else from the
+    workers' registry.
 
     The facts of each kind come from `kinds` when given (a worker's own
     adapters), else from what the workers published in the registry.
@@ -142,8 +164,8 @@ def load_accounts(
         if kinds is None:
             kinds = {account.kind: account.facts for account in registered.values()}
         return accounts_from_config(read_config_file(path), kinds)
-    if registered:
-        return registered
+    if registered and client is not None:
+        return Accounts(registered, _registered_routes(client, registered))
     raise ConfigError(
         "SMSBULK_CONFIG: not set, and no worker has registered its accounts in Redis yet"
     )
@@ -159,6 +181,15 @@ def _registered(client: redis.Redis) -> dict[str, AccountInfo]:
     return {
         name.decode(): _from_registry(name.decode(), value) for name, value in registered.items()
     }
+
+
+def _registered_routes(
+    client: redis.Redis, accounts: Mapping[str, AccountInfo]
+) -> dict[str, Route]:
+    """The routes workers published; a name that is an account's is the account."""
+    registered = cast(dict[bytes, bytes], client.hgetall(keys.ROUTES))
+    routes = (Route.from_json(name.decode(), value) for name, value in registered.items())
+    return {route.name: route for route in routes if route.name not in accounts}
 
 
 def _from_registry(name: str, value: bytes) -> AccountInfo:

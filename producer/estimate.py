@@ -7,17 +7,27 @@ opted out, nor which texts exceed the account's ``max_parts``: every message
 is counted as sent. A template job's text is the provider's and unknown
 here: its parts are null and each recipient counts as one part, as the rate
 limiter counts it.
+
+A job on a route (``producer.routes``) is priced recipient by recipient at
+the account the recipient would go to first: the first of its number's
+region's list (a number that does not parse takes the route's ``accounts``);
+``accounts`` breaks the estimate down by account, for every job.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 
+import phonenumbers
 from pydantic import BaseModel
 
-from producer.accounts import AccountInfo
+from producer.accounts import AccountInfo, routes_of
 from producer.job import Job
 from producer.parts import Encoding, count_parts
+from producer.routes import Route
+
+_NON_GEO_REGION = "001"  # phonenumbers' "region" of +800, +882, ...
 
 
 class MessageEstimate(BaseModel):
@@ -41,17 +51,119 @@ class EstimateTotal(BaseModel):
     currency: str | None
 
 
+class AccountEstimate(BaseModel):
+    """What goes to one account first: its recipients, their parts (null for
+    a template account) and what they cost there."""
+
+    messages: int
+    parts: int | None
+    cost: str | None
+    currency: str | None
+
+
 class Estimate(BaseModel):
     provider: str
     template: bool
     messages: list[MessageEstimate]
     total: EstimateTotal
+    accounts: dict[str, AccountEstimate] = {}
+
+
+def estimate_job(job: Job, accounts: Mapping[str, AccountInfo]) -> Estimate:
+    """The estimate of a validated job, on its account or its route."""
+    route = routes_of(accounts).get(job.provider)
+    if route is None or job.provider in accounts:
+        return estimate(job, accounts[job.provider])
+    return route_estimate(job, route, accounts)
 
 
 def estimate(job: Job, account: AccountInfo) -> Estimate:
     """Parts and encoding of every message of a validated job, and the total."""
-    if account.is_template:
-        return _template_estimate(job, account)
+    result = (
+        _template_estimate(job, account) if account.is_template else _text_estimate(job, account)
+    )
+    total = result.total
+    result.accounts = {
+        account.name: AccountEstimate(
+            messages=total.messages,
+            parts=total.parts,
+            cost=total.cost,
+            currency=total.currency,
+        )
+    }
+    return result
+
+
+def first_account(route: Route, to: str) -> str:
+    """The account a recipient of the route goes to first, by its number's region."""
+    try:
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(to, route.default_region))
+    except phonenumbers.NumberParseException:
+        region = None
+    return route.accounts_for(None if region == _NON_GEO_REGION else region)[0]
+
+
+def route_estimate(job: Job, route: Route, accounts: Mapping[str, AccountInfo]) -> Estimate:
+    """A route job's estimate: each recipient counted at its first account."""
+    messages: list[MessageEstimate] = []
+    by_encoding: dict[Encoding, EncodingTotal] = {}
+    forcing: dict[str, None] = {}
+    # account -> [recipients, parts]; a template recipient counts as one part.
+    sent: dict[str, list[int]] = {}
+    for index, message in enumerate(job.messages):
+        account = accounts[first_account(route, message.to)]
+        counts = sent.setdefault(account.name, [0, 0])
+        counts[0] += 1
+        if account.is_template:
+            counts[1] += 1
+            messages.append(MessageEstimate(index=index, parts=None, encoding=None, ucs2_chars=[]))
+            continue
+        text = message.text if message.text is not None else job.text
+        counted = count_parts(text or "")
+        counts[1] += counted.parts
+        messages.append(
+            MessageEstimate(
+                index=index,
+                parts=counted.parts,
+                encoding=counted.encoding,
+                ucs2_chars=list(counted.ucs2_chars),
+            )
+        )
+        seen = by_encoding.setdefault(counted.encoding, EncodingTotal(messages=0, parts=0))
+        seen.messages += 1
+        seen.parts += counted.parts
+        forcing.update(dict.fromkeys(counted.ucs2_chars))
+    breakdown = {
+        name: AccountEstimate(
+            messages=recipients,
+            parts=None if accounts[name].is_template else parts,
+            cost=_cost(accounts[name], parts),
+            currency=accounts[name].currency if accounts[name].price_per_part is not None else None,
+        )
+        for name, (recipients, parts) in sent.items()
+    }
+    costs = list(breakdown.values())
+    currencies = {each.currency for each in costs}
+    priced = all(each.cost is not None for each in costs) and len(currencies) == 1
+    any_template = any(accounts[name].is_template for name in sent)
+    return Estimate(
+        provider=route.name,
+        template=bool(sent) and all(accounts[name].is_template for name in sent),
+        messages=messages,
+        total=EstimateTotal(
+            messages=len(messages),
+            parts=None if any_template else sum(t.parts for t in by_encoding.values()),
+            by_encoding=by_encoding,
+            ucs2_chars=list(forcing),
+            # One sum only in one currency, and only when every account is priced.
+            cost=format(sum(Decimal(each.cost or 0) for each in costs), "f") if priced else None,
+            currency=currencies.pop() if priced else None,
+        ),
+        accounts=breakdown,
+    )
+
+
+def _text_estimate(job: Job, account: AccountInfo) -> Estimate:
     messages: list[MessageEstimate] = []
     by_encoding: dict[Encoding, EncodingTotal] = {}
     forcing: dict[str, None] = {}

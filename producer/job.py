@@ -144,6 +144,9 @@ class JobStatus(BaseModel):
     state: JobState
     total: int
     counts: dict[OutcomeStatus, int]
+    # Final recipients per account that sent them (for a route job, the last
+    # account tried), by final status; a one-account job's one entry.
+    accounts: dict[str, dict[OutcomeStatus, int]]
     created_at: datetime
     finished_at: datetime | None = None
 

@@ -16,10 +16,11 @@ from typing import Annotated, Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from producer.accounts import AccountInfo
+from producer.accounts import AccountInfo, routes_of
 from producer.core import keys
 from producer.destinations import CallbackPolicy, DestinationRefused
 from producer.job import Job, JobRefused, JobSpec, Loc, Message, error_records, refusal_from
+from producer.routes import Route
 
 MAX_ERRORS = 20  # a refusal names at most this many; validation stops there
 NO_TEXT = "no text: give the message a text or the job a default"
@@ -44,16 +45,22 @@ class JobCheck:
     the verdict once every message has been seen."""
 
     def __init__(
-        self, spec: JobSpec | None, account: AccountInfo | None, errors: list[dict[str, Any]]
+        self,
+        spec: JobSpec | None,
+        account: AccountInfo | None,
+        errors: list[dict[str, Any]],
+        route: tuple[Route, AccountInfo] | None = None,
     ) -> None:
         self.spec = spec  # None when the settings themselves are invalid
         self.errors = errors
         self.total = 0  # messages seen so far
-        # A message needs its own text when neither the job nor a template gives one.
+        # A message needs its own text when neither the job nor a template
+        # gives one: on a route, when one of its accounts is a text account
+        # (`route`: the route and its first such account).
+        self._route = route
         self._text_required = (
             spec is not None
-            and account is not None
-            and not account.is_template
+            and (route is not None or (account is not None and not account.is_template))
             and spec.text is None
         )
 
@@ -86,11 +93,18 @@ class JobCheck:
             self.errors += error_records(error, in_job)
             return []
         if self._text_required:
-            self.errors += [
-                _error(f"messages[{first + i}].text", NO_TEXT)
-                for i, message in enumerate(block)
-                if message.text is None
-            ]
+            missing = [first + i for i, message in enumerate(block) if message.text is None]
+            if missing and self._route is not None:
+                route, account = self._route
+                self.errors.append(
+                    _error(
+                        "provider",
+                        f"route {route.name}: account {account.name} ({account.kind}) cannot "
+                        f"send messages[{missing[0]}], which has no text (nor the job a default)",
+                    )
+                )
+                self._route = None  # named once
+            self.errors += [_error(f"messages[{i}].text", NO_TEXT) for i in missing]
         return block
 
     def accepted(self) -> JobSpec:
@@ -130,10 +144,20 @@ def open_job(
             errors += error_records(error)
         messages = _message_source(fields, errors)
     account = accounts.get(spec.provider) if spec is not None else None
-    if spec is not None:
+    route = routes_of(accounts).get(spec.provider) if spec is not None else None
+    texts: tuple[Route, AccountInfo] | None = None
+    if spec is not None and route is not None and account is None:
+        errors += _route_errors(spec, route, accounts)
+        text_account = next(
+            (a for a in map(accounts.get, route.every_account()) if a and not a.is_template),
+            None,
+        )
+        texts = (route, text_account) if text_account is not None else None
+    elif spec is not None:
         errors += _account_errors(spec, account, accounts)
+    if spec is not None:
         errors += _callback_errors(spec, callbacks)
-    return JobCheck(spec, account, errors), messages
+    return JobCheck(spec, account, errors, texts), messages
 
 
 def _callback_errors(spec: JobSpec, callbacks: CallbackPolicy) -> list[dict[str, Any]]:
@@ -182,12 +206,37 @@ def _account_errors(
 ) -> list[dict[str, Any]]:
     if account is None:
         known = ", ".join(sorted(accounts)) or "none"
-        return [_error("provider", f"unknown provider (accounts: {known})", "unknown")]
+        routes = ", ".join(sorted(routes_of(accounts))) or "none"
+        return [
+            _error("provider", f"unknown provider (accounts: {known}; routes: {routes})", "unknown")
+        ]
     errors = []
     if account.is_template and not spec.template_id:
         errors.append(_error("template_id", f"required for {account.kind} account"))
     if account.needs_sender and not (spec.sender or account.sender):
         errors.append(_error("sender", f"required for {account.kind} (in the job or the account)"))
+    return errors
+
+
+def _route_errors(
+    spec: JobSpec, route: Route, accounts: Mapping[str, AccountInfo]
+) -> list[dict[str, Any]]:
+    """Every account of the route must be able to send the job, by the rules
+    of one account; each that cannot is named, with why, under ``provider``."""
+    errors = []
+    for name in route.every_account():
+        account = accounts.get(name)
+        cannot = f"route {route.name}: account {name}"
+        if account is None:
+            errors.append(_error("provider", f"{cannot} is not a known account", "unknown"))
+            continue
+        cannot += f" ({account.kind}) cannot send this job"
+        if account.is_template and not spec.template_id:
+            errors.append(_error("provider", f"{cannot}: it needs a template_id"))
+        if account.needs_sender and not (spec.sender or account.sender):
+            errors.append(
+                _error("provider", f"{cannot}: it needs a sender (in the job or the account)")
+            )
     return errors
 
 

@@ -101,7 +101,8 @@ def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
 @signals.worker_init.connect
 def _check_config(**_: Any) -> None:
     """Fail at start-up, naming the key, if the accounts are misconfigured;
-    then publish account names and kinds for producers on other hosts."""
+    then publish account names and kinds, and the routes, for producers on
+    other hosts."""
 
     from producer.accounts import AccountInfo, registry_value
     from worker.ops.config import load_config
@@ -128,6 +129,11 @@ def _check_config(**_: Any) -> None:
                 for name, account in config.accounts.items()
             },
         )
+        if config.routes:
+            client.hset(
+                keys.ROUTES,
+                mapping={name: route.to_json() for name, route in config.routes.items()},
+            )
         # A (re)started worker may carry fixed credentials: lift the stops.
         client.delete(*(keys.account_block(name) for name in config.accounts))
     finally:

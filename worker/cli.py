@@ -162,12 +162,12 @@ def cmd_optout(args: argparse.Namespace, producer: Producer) -> int:
 
 def cmd_estimate(args: argparse.Namespace, producer: Producer) -> int:
     from producer.destinations import load_policy
-    from producer.estimate import estimate
+    from producer.estimate import estimate_job
     from producer.validation import validate_job
 
     accounts = producer.accounts()
     job = validate_job(_read_json(args.file), accounts, load_policy())
-    _print_json(estimate(job, accounts[job.provider]).model_dump(mode="json"))
+    _print_json(estimate_job(job, accounts).model_dump(mode="json"))
     return 0
 
 

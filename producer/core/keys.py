@@ -36,6 +36,7 @@ WORKERS = f"{PREFIX}:workers"
 WATCHDOG_TURN = f"{PREFIX}:watchdog:turn"
 OPTOUT = f"{PREFIX}:optout"  # set: E.164 numbers never to send to
 ACCOUNTS = f"{PREFIX}:accounts"  # hash: account name -> "kind\tsender", published by workers
+ROUTES = f"{PREFIX}:routes"  # hash: route name -> Route.to_json(), published by workers
 
 
 def job(job_id: str) -> str:

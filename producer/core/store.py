@@ -133,9 +133,27 @@ def status_from_hash(job_id: str, fields: Mapping[bytes, bytes]) -> JobStatus:
         state=fields[b"state"].decode(),  # type: ignore[arg-type]
         total=total,
         counts=counts,
+        accounts=_account_counts(fields, spec["provider"], counts),
         created_at=iso(float(fields[b"created_at"])),  # type: ignore[arg-type]
         finished_at=iso(float(finished)) if finished else None,
     )
+
+
+def _account_counts(
+    fields: Mapping[bytes, bytes], provider: str, counts: Mapping[OutcomeStatus, int]
+) -> dict[str, dict[OutcomeStatus, int]]:
+    """Final recipients per account: a route job's ``a:{account}:{code}``
+    counters; a one-account job's own counters, under its account."""
+    found: dict[str, dict[OutcomeStatus, int]] = {}
+    for field, value in fields.items():
+        if field.startswith(b"a:"):
+            account, _, code = field[2:].decode().rpartition(":")
+            name = STATUS_NAMES.get(code)
+            if name in FINAL_STATUSES:
+                found.setdefault(account, dict.fromkeys(FINAL_STATUSES, 0))[name] = int(value)
+    if found:
+        return found
+    return {provider: {name: counts[name] for name in FINAL_STATUSES}}
 
 
 def read_status(client: redis.Redis, job_id: str) -> JobStatus | None:

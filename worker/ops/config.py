@@ -1,4 +1,5 @@
-"""Provider accounts with their credentials, and the [settings] table.
+"""Provider accounts with their credentials, the routes over them, and the
+[settings] table.
 
 Credentials are resolved here, in the workers, and nowhere else: ``${VAR}``
 is read from the environment when the worker starts. Anything missing or
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -65,7 +66,7 @@ class SettingsTable(BaseModel):
 class Config:
     accounts: dict[str, Account]
     settings: SettingsTable
-    routes: dict[str, Route] = field(default_factory=dict)
+    routes: dict[str, Route]
 
 
 def _expand(value: str, where: str) -> str:
@@ -149,7 +150,7 @@ def load_config(path: str | None = None) -> Config:
     providers = raw.get("providers")
     if not isinstance(providers, dict) or not providers:
         raise ConfigError("providers: the configuration defines no [providers.NAME] account")
-    unknown = set(raw) - {"providers", "routes", "settings"}
+    unknown = set(raw) - {"providers", "settings", "routes"}
     if unknown:
         raise ConfigError(
             f"{sorted(unknown)[0]}: unknown table (expected providers, routes, settings)"
@@ -159,5 +160,6 @@ def load_config(path: str | None = None) -> Config:
         if not isinstance(table, dict):
             raise ConfigError(f"providers.{name}: must be a table")
         accounts[name] = parse_account(name, table)
-    routes = parse_routes(raw, accounts)
-    return Config(accounts=accounts, settings=parse_settings(raw), routes=routes)
+    return Config(
+        accounts=accounts, settings=parse_settings(raw), routes=parse_routes(raw, accounts)
+    )

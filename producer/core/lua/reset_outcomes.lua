@@ -1,7 +1,9 @@
 -- reset_outcomes: one block of a reopened job's reset (producer/control.py,
 -- reset_outcomes). If the block is the next one the reset owes, sets its
 -- outcomes with the retried codes back to pending (attempts start again),
--- fixes the job's counters and moves `retry_next` on, in one step.
+-- fixes the job's counters (`n:{code}`, and a route job's per-account
+-- `a:{account}:{code}`: the account is the outcome's 11th field) and moves
+-- `retry_next` on, in one step.
 --
 -- KEYS[1]: the job hash
 -- KEYS[2]: the block's outcomes hash
@@ -22,11 +24,16 @@ local n = 0
 for i = 1, #all, 2 do
   local code = string.sub(all[i + 1], 3, 3)
   if wanted[code] then
-    local e164 = cjson.decode(all[i + 1])[2]
+    local outcome = cjson.decode(all[i + 1])
+    local e164 = outcome[2]
     local kept = (type(e164) == 'string') and cjson.encode(e164) or 'null'
     local pending = '["p",' .. kept .. ',null,null,null,null,null,null,0,' .. ARGV[2] .. ']'
     redis.call('HSET', KEYS[2], all[i], pending)
     redis.call('HINCRBY', KEYS[1], 'n:' .. code, -1)
+    local account = outcome[11]
+    if type(account) == 'string' then
+      redis.call('HINCRBY', KEYS[1], 'a:' .. account .. ':' .. code, -1)
+    end
     n = n + 1
   end
 end

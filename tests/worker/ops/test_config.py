@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import redis
 
-from producer.accounts import accounts_from_config, read_config_file
+from producer.accounts import accounts_from_config, load_accounts, read_config_file
+from producer.core import keys
 from producer.destinations import CallbackPolicy, load_policy
 from producer.errors import ConfigError
+from producer.routes import Route
 from worker.ops.callbacks import policy_of
 from worker.ops.config import load_config
 
@@ -113,3 +116,63 @@ def test_callback_settings_are_read_by_workers_and_producers_alike(
         load_policy(str(path))
     monkeypatch.delenv("SMSBULK_CONFIG", raising=False)
     assert load_policy() == CallbackPolicy()  # no file: the strict default
+
+
+ROUTE = '\n[routes.world]\ndefault_region = "RO"\naccounts = ["bulk"]\n'
+
+
+def test_workers_read_the_routes_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARTNER", "p")
+    monkeypatch.setenv("KEY", "k")
+    config = load(tmp_path, GOOD + ROUTE + '[routes.world.countries]\nKE = ["bulk"]\n')
+    route = config.routes["world"]  # type: ignore[attr-defined]
+    assert (route.default_region, route.accounts, route.accounts_for("KE")) == (
+        "RO",
+        ("bulk",),
+        ("bulk",),
+    )
+    assert load(tmp_path, GOOD).routes == {}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (ROUTE.replace('["bulk"]', '["nope"]'), "routes.world: names account 'nope'"),
+        (ROUTE.replace("world", "bulk"), "routes.bulk: the name is an account's"),
+        (ROUTE.replace('["bulk"]', "[]"), "routes.world.accounts:"),
+        (ROUTE.replace('"RO"', '"Romania"'), "routes.world.default_region:"),
+        ("\n[rotues.world]\n", "rotues: unknown table (expected providers, routes, settings)"),
+    ],
+)
+def test_a_bad_route_stops_the_worker_naming_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: str, named: str
+) -> None:
+    monkeypatch.setenv("PARTNER", "p")
+    monkeypatch.setenv("KEY", "k")
+    with pytest.raises(ConfigError) as refused:
+        load(tmp_path, GOOD + extra)
+    assert str(refused.value).startswith(named)
+
+
+def test_a_starting_worker_publishes_its_routes_for_producers(
+    redis_client: redis.Redis, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.celery_app import _check_config
+
+    path = tmp_path / "providers.toml"
+    path.write_text(GOOD + ROUTE)
+    for name, value in {
+        "PARTNER": "p",
+        "KEY": "k",
+        "SMSBULK_REDIS_URL": redis_url,
+        "SMSBULK_CONFIG": str(path),
+        "SMSBULK_CALLBACK_SECRET": "s",
+    }.items():
+        monkeypatch.setenv(name, value)
+    _check_config()
+    assert redis_client.hgetall(keys.ROUTES) == {
+        b"world": Route("world", "RO", ("bulk",)).to_json().encode()
+    }
+    monkeypatch.delenv("SMSBULK_CONFIG")
+    published = load_accounts(redis_client)  # as a producer without the file sees them
+    assert published.routes == load_config(str(path)).routes
