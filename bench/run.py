@@ -121,7 +121,9 @@ def run_one(
             stack.wait_ready()
         else:
             stack.start_smsbulk_workers(args.workers, args.concurrency, scenario.limit_parts_per_s)
-        sandbox_kind = {"naive": "gosms", "limited": "sendbulk"}.get(scenario.kind, scenario.kind)
+        sandbox_kind = {"naive": "gosms", "limited": "sendbulk", "route": "sendbulk"}.get(
+            scenario.kind, scenario.kind
+        )
         profiler = Profiler(work / "profile") if args.profile and scenario.kind != "naive" else None
         result = measure(stack, scenario, make_target, say, sandbox_kind, profiler)
         if not result.ok:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Kind = Literal["sendbulk", "gosms", "voipcomm", "limited", "naive"]
+Kind = Literal["sendbulk", "gosms", "voipcomm", "limited", "naive", "route"]
 
 TEXT = "Your appointment at Clinica Aurora is tomorrow at 10:00. Reply STOP to opt out."
 DISTINCT_TEXTS = 1000
@@ -56,6 +56,8 @@ class Scenario:
             return "naive: one Celery task, one HTTP request, one HSET per recipient (gosms single)"
         if self.kind == "gosms":
             return "gosms send-batch, batch_size 1000"
+        if self.kind == "route":
+            return "sendbulk over a route by country: RO 80 %, KE 10 %, DE 10 %, an account each"
         return "sendbulk, 1000 a request"
 
 
@@ -84,6 +86,8 @@ def full_set(
                 Scenario("sendbulk", size, latency_ms),
                 Scenario("gosms", size, latency_ms),
             ]
+    # A route against the one-account path at the largest size (same run).
+    scenarios.append(Scenario("route", max(sizes)))
     scenarios.append(Scenario("voipcomm", voipcomm_recipients))
     scenarios.append(Scenario("limited", limited_recipients, limit_parts_per_s=limit_parts_per_s))
     return scenarios
@@ -108,6 +112,16 @@ def number(n: int) -> str:
     return national
 
 
+def routed_number(n: int) -> str:
+    """The ``n``-th recipient of the route scenario: as ``number``, but one
+    in ten a Kenyan and one in ten a German mobile (unique for n < 10**8)."""
+    if n % 10 == 3:
+        return f"+2547{10_000_000 + n // 10 % 10_000_000:08d}"
+    if n % 10 == 7:
+        return f"+49151{n // 10:08d}"
+    return number(n)
+
+
 def distinct_text(n: int) -> str:
     """The text of recipient ``n`` in the voipcomm scenario: one of
     DISTINCT_TEXTS, scattered (a multiplicative hash), so that a chunk of
@@ -123,5 +137,6 @@ def build_job(scenario: Scenario, job_id: str) -> dict[str, Any]:
     if scenario.kind == "voipcomm":
         messages = [{"to": number(n), "text": distinct_text(n)} for n in range(scenario.recipients)]
         return {"job_id": job_id, "provider": scenario.account, "messages": messages}
-    messages = [{"to": number(n)} for n in range(scenario.recipients)]
+    to = routed_number if scenario.kind == "route" else number
+    messages = [{"to": to(n)} for n in range(scenario.recipients)]
     return {"job_id": job_id, "provider": scenario.account, "text": TEXT, "messages": messages}

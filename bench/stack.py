@@ -36,7 +36,17 @@ ACCOUNTS: dict[str, tuple[str, str]] = {
         "sendbulk",
         "batch_size = 1000\nmessages_per_second = {limit}\nrequests_per_second = 100000",
     ),
+    # The route scenario's other countries, each on an account of its own.
+    **{f"bench-route-{c}": ("sendbulk", f"batch_size = 1000\n{UNLIMITED}") for c in ("ke", "de")},
 }
+ROUTE = """
+[routes.bench-route]
+default_region = "RO"
+accounts = ["bench-sendbulk"]
+[routes.bench-route.countries]
+KE = ["bench-route-ke"]
+DE = ["bench-route-de"]
+"""
 
 
 def write_accounts(path: Path, base_url: str, limit_parts_per_s: float) -> dict[str, str]:
@@ -50,7 +60,7 @@ def write_accounts(path: Path, base_url: str, limit_parts_per_s: float) -> dict[
         account, account_env = sandbox.account_toml(kind, f"SMSBULK_BENCH_{name}")
         lines += account
         env.update(account_env)
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + ROUTE)
     return env
 
 
