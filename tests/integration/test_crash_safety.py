@@ -531,6 +531,8 @@ def _faulty_stack(url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 "retry_max_s": 1.0,
                 "messages_per_second": 100_000,
                 "requests_per_second": 1000,
+                # Retries alone, without the circuit (which has tests of its own).
+                "failover_after_failures": 1_000_000,
             }
         },
         settings_toml=SETTINGS,
