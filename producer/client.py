@@ -165,6 +165,34 @@ class Producer:
     def accounts(self) -> dict[str, AccountInfo]:
         return load_accounts(self.redis, self._config_path, self._kinds)
 
+    def account_health(self) -> list[dict[str, Any]]:
+        """Each account as the workers see it now: its circuit (shared by
+        every worker), its consecutive failed requests, its parts sent today
+        (UTC; counted only for accounts with ``daily_max_parts``) and whether
+        it is stopped (bad credentials)."""
+        names = sorted(self.accounts())
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hmget(keys.circuit(name), "failures", "open_until")
+            pipe.hmget(keys.daily_parts(name), "day", "parts")
+            pipe.get(keys.account_block(name))
+        pipe.time()
+        *replies, (seconds, _) = pipe.execute()
+        today = int(seconds) // 86400
+        health = []
+        for n, name in enumerate(names):
+            (failures, open_until), (day, parts), blocked = replies[3 * n : 3 * n + 3]
+            health.append(
+                {
+                    "account": name,
+                    "circuit": "closed" if open_until is None else "open",
+                    "failures": int(failures or 0),
+                    "parts_today": int(parts or 0) if day and int(day) == today else 0,
+                    "stopped": blocked.decode() if blocked else None,
+                }
+            )
+        return health
+
     def submit(self, job: Job | dict[str, Any] | str | bytes) -> str:
         """Validate, store and enqueue a job; returns its id.
 

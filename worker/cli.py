@@ -115,6 +115,12 @@ def cmd_jobs(args: argparse.Namespace, producer: Producer) -> int:
     return 0
 
 
+def cmd_accounts(args: argparse.Namespace, producer: Producer) -> int:
+    for health in producer.account_health():
+        _print_json(health)
+    return 0
+
+
 def cmd_wait(args: argparse.Namespace, producer: Producer) -> int:
     producer.status(args.job_id)
     return 0 if wait_for_job(producer, args.job_id, timeout_s=args.timeout) else 1
@@ -254,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="wait for the job, with a progress bar")
     p = sub.add_parser("status", help="a job's status as JSON")
     p.add_argument("job_id")
+    sub.add_parser(
+        "accounts", help="each account's circuit, failures, parts today, stop: a JSON line each"
+    )
     p = sub.add_parser("jobs", help="the newest jobs, one JSON status a line")
     p.add_argument("--limit", type=int, default=20)
     p = sub.add_parser("wait", help="wait for a job to end, with a progress bar on stderr")
@@ -322,6 +331,7 @@ PRODUCER_COMMANDS: dict[str, Callable[[argparse.Namespace, Producer], int]] = {
     "send": cmd_send,
     "status": cmd_status,
     "jobs": cmd_jobs,
+    "accounts": cmd_accounts,
     "wait": cmd_wait,
     "results": cmd_results,
     "estimate": cmd_estimate,

@@ -14,7 +14,9 @@ import pytest
 import redis
 
 from producer import Producer
+from producer.core import keys
 from producer.job import job_schema
+from tests.conftest import sandbox_account
 from tests.paths import ROOT
 from worker.cli import main
 
@@ -198,3 +200,27 @@ def test_worker_refuses_to_start_without_config() -> None:
     result = run("worker")
     assert result.returncode == 2
     assert "SMSBULK_CONFIG" in result.stderr
+
+
+def test_accounts_shows_each_accounts_circuit_failures_parts_today_and_stop(
+    redis_url: str, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    seconds, _ = client.time()
+    client.hset(keys.circuit("bulk"), mapping={"failures": 3, "open_until": seconds + 30})
+    client.hset(keys.daily_parts("bulk"), mapping={"day": seconds // 86400, "parts": 1200})
+    config_file.write_text(config_file.read_text() + sandbox_account("bad", "http://127.0.0.1:9"))
+    client.set(keys.account_block("bad"), "account bad stopped: bad credentials")
+    assert main(["--redis-url", redis_url, "accounts"]) == 0
+    shown = {
+        line["account"]: line for line in map(json.loads, capsys.readouterr().out.splitlines())
+    }
+    assert shown["bulk"] == {
+        "account": "bulk",
+        "circuit": "open",
+        "failures": 3,
+        "parts_today": 1200,
+        "stopped": None,
+    }
+    assert shown["bad"]["circuit"] == "closed" and shown["bad"]["parts_today"] == 0
+    assert shown["bad"]["stopped"] == "account bad stopped: bad credentials"
