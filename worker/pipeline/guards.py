@@ -21,12 +21,14 @@ class AccountGuards:
     async def availability(self, account: Account) -> tuple[bool, float | None]:
         """(whether recipients that have another account move there: its
         circuit is open or its daily cap reached; how long those that have
-        none wait: None if they may send now, as the probe of an open
-        circuit whose cool-down is over)."""
+        none wait: None if they may send now). An open circuit whose
+        cool-down is over, no probe out, is available: its recipients stay,
+        and the request that claims the probe at the gate tests it (the
+        others' requests move on at the gate)."""
         if self.circuits is not None:
             cooling_s = await self.circuits.cooling_s(account)
-            if cooling_s is not None:
-                return True, cooling_s or None
+            if cooling_s:
+                return True, cooling_s
         if self.caps is not None:
             over_s = await self.caps.over_s(account)
             if over_s is not None:
