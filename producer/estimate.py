@@ -119,20 +119,7 @@ def route_estimate(job: Job, route: Route, accounts: Mapping[str, AccountInfo]) 
             messages.append(MessageEstimate(index=index, parts=None, encoding=None, ucs2_chars=[]))
             continue
         text = message.text if message.text is not None else job.text
-        counted = count_parts(text or "")
-        counts[1] += counted.parts
-        messages.append(
-            MessageEstimate(
-                index=index,
-                parts=counted.parts,
-                encoding=counted.encoding,
-                ucs2_chars=list(counted.ucs2_chars),
-            )
-        )
-        seen = by_encoding.setdefault(counted.encoding, EncodingTotal(messages=0, parts=0))
-        seen.messages += 1
-        seen.parts += counted.parts
-        forcing.update(dict.fromkeys(counted.ucs2_chars))
+        counts[1] += _count(index, text, messages, by_encoding, forcing)
     breakdown = {
         name: AccountEstimate(
             messages=recipients,
@@ -163,6 +150,30 @@ def route_estimate(job: Job, route: Route, accounts: Mapping[str, AccountInfo]) 
     )
 
 
+def _count(
+    index: int,
+    text: str | None,
+    messages: list[MessageEstimate],
+    by_encoding: dict[Encoding, EncodingTotal],
+    forcing: dict[str, None],
+) -> int:
+    """Count one message's text into the estimate's lists; its parts."""
+    counted = count_parts(text or "")
+    messages.append(
+        MessageEstimate(
+            index=index,
+            parts=counted.parts,
+            encoding=counted.encoding,
+            ucs2_chars=list(counted.ucs2_chars),
+        )
+    )
+    seen = by_encoding.setdefault(counted.encoding, EncodingTotal(messages=0, parts=0))
+    seen.messages += 1
+    seen.parts += counted.parts
+    forcing.update(dict.fromkeys(counted.ucs2_chars))
+    return counted.parts
+
+
 def _text_estimate(job: Job, account: AccountInfo) -> Estimate:
     messages: list[MessageEstimate] = []
     by_encoding: dict[Encoding, EncodingTotal] = {}
@@ -170,19 +181,7 @@ def _text_estimate(job: Job, account: AccountInfo) -> Estimate:
     for index, message in enumerate(job.messages):
         text = message.text if message.text is not None else job.text
         # validate_job (JobCheck) refuses a message without a text for a non-template account.
-        counted = count_parts(text or "")
-        messages.append(
-            MessageEstimate(
-                index=index,
-                parts=counted.parts,
-                encoding=counted.encoding,
-                ucs2_chars=list(counted.ucs2_chars),
-            )
-        )
-        seen = by_encoding.setdefault(counted.encoding, EncodingTotal(messages=0, parts=0))
-        seen.messages += 1
-        seen.parts += counted.parts
-        forcing.update(dict.fromkeys(counted.ucs2_chars))
+        _count(index, text, messages, by_encoding, forcing)
     parts = sum(total.parts for total in by_encoding.values())
     return Estimate(
         provider=account.name,

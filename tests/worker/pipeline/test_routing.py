@@ -73,9 +73,14 @@ def route_job(producer: Producer, numbers: list[str], policy: str = "at_most_onc
 
 
 async def passes(
-    client: aioredis.Redis, adapters: dict[str, FakeAdapter], job_id: str, most: int = 10
+    client: aioredis.Redis,
+    adapters: dict[str, FakeAdapter],
+    job_id: str,
+    most: int = 10,
+    guards: AccountGuards | None = None,
 ) -> list[PassResult]:
-    """Passes over chunk 0 until nothing is left (retry waits skipped)."""
+    """Passes over chunk 0 until nothing is left (retry waits skipped);
+    without ``guards``, every account can always send."""
     store = ResultsStore(client)
     results = []
     for _ in range(most):
@@ -94,6 +99,7 @@ async def passes(
                 lease_token=token,
                 route=WORLD,
                 adapters=adapters,
+                guards=guards,
             )
             result = await sender.run(cast(aiohttp.ClientSession, None))
         finally:
@@ -209,34 +215,8 @@ async def guarded_passes(
     client: aioredis.Redis, adapters: dict[str, FakeAdapter], job_id: str, most: int = 12
 ) -> list[PassResult]:
     """``passes`` with the real circuits and daily caps (shared in Redis)."""
-    store = ResultsStore(client)
     guards = AccountGuards(Circuits(client), DailyCaps(client))
-    results = []
-    for _ in range(most):
-        job = await store.job(job_id)
-        assert job is not None
-        token = new_token()
-        assert await store.acquire_lease(job_id, 0, token, TIMING.lease_ttl_s)
-        try:
-            sender = ChunkSender(
-                store,
-                RateLimiter(client),
-                adapters[WORLD.accounts[0]],
-                job,
-                0,
-                TIMING,
-                lease_token=token,
-                route=WORLD,
-                adapters=adapters,
-                guards=guards,
-            )
-            result = await sender.run(cast(aiohttp.ClientSession, None))
-        finally:
-            await store.release_lease(job_id, 0, token)
-        results.append(result)
-        if result.next_pass_in_s is None:
-            break
-    return results
+    return await passes(client, adapters, job_id, most, guards)
 
 
 def test_an_open_circuit_moves_recipients_on_at_once(producer: Producer, redis_url: str) -> None:
