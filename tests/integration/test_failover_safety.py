@@ -302,8 +302,10 @@ def test_a_worker_killed_mid_job_on_a_failing_over_route_sends_nothing_twice(
     # Nothing pending: the surviving worker finished the victim's chunks.
     assert status.state == "completed" and status.counts["pending"] == 0
     assert not any(r["s"] in ("pending", "sending") for r in requests)
-    # A refused every request, never processing one; every recipient tried it.
-    assert on_a == [] and a_stats["requests"] >= KILL_JOB // KILL_BATCH
+    # A refused every request, never processing one; every chunk tried it
+    # (an interrupted request may have died before it left the worker).
+    assert on_a == []
+    assert a_stats["requests"] >= KILL_JOB // KILL_BATCH - len(interrupted)
     # No duplicate: each number accepted at most once across A and B.
     assert stats["duplicates"] == 0 and max(on_b.values()) == 1
     assert set(on_b) <= {key(n) for n in numbers}
