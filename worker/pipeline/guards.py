@@ -52,3 +52,9 @@ class AccountGuards:
             await self.circuits.record(account, failed=not_sent, probe=gate.probe)
         if not_sent and self.caps is not None:
             await self.caps.give_back(account, parts)
+
+    async def unused(self, account: Account, parts: int) -> None:
+        """A request let through that never began (its job stopped, its
+        chunk lost): its parts go back to the daily cap."""
+        if self.caps is not None:
+            await self.caps.give_back(account, parts)

@@ -580,6 +580,7 @@ class ChunkSender:
             "k": token,
         }
         if not await self._begin(request_id, sending):
+            await self.guards.unused(account, parts)
             return None
         started = time.monotonic()
         sent = await self._post(session, request_id, adapter, batch)

@@ -268,3 +268,41 @@ def test_a_daily_cap_reached_on_the_last_account_holds_its_recipients(
     assert all(o.status == "pending" for o in outcomes(producer.redis, job_id).values())
     wait_s = results[-1].next_pass_in_s
     assert wait_s is not None and 0 < wait_s <= TIMING.max_countdown_s
+
+
+def test_parts_taken_for_a_request_that_never_began_go_back_to_the_daily_cap(
+    producer: Producer, redis_url: str
+) -> None:
+    job_id = route_job(producer, RO_NUMBERS)
+    capped = accepting(replace(RO, daily_max_parts=100))
+    adapters: dict[str, FakeAdapter] = {
+        "ro": capped,
+        "ke": accepting(KE),
+        "backup": accepting(BACKUP),
+    }
+
+    async def paused_meanwhile(client: aioredis.Redis) -> PassResult:
+        store = ResultsStore(client)
+        job = await store.job(job_id)
+        assert job is not None
+        await client.hset(keys.job(job_id), "state", "paused")  # after the pass read the job
+        token = new_token()
+        assert await store.acquire_lease(job_id, 0, token, TIMING.lease_ttl_s)
+        guards = AccountGuards(Circuits(client), DailyCaps(client))
+        sender = ChunkSender(
+            store,
+            RateLimiter(client),
+            capped,
+            job,
+            0,
+            TIMING,
+            lease_token=token,
+            route=WORLD,
+            adapters=adapters,
+            guards=guards,
+        )
+        return await sender.run(cast(aiohttp.ClientSession, None))
+
+    result = on_valkey(redis_url, paused_meanwhile)
+    assert result.stopped and capped.posts == []
+    assert producer.redis.hget(keys.daily_parts("ro"), "parts") == b"0"
