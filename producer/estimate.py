@@ -12,11 +12,17 @@ A job on a route (``producer.routes``) is priced recipient by recipient at
 the account the recipient would go to first: the first of its number's
 region's list (a number that does not parse takes the route's ``accounts``);
 ``accounts`` breaks the estimate down by account, for every job.
+
+Messages, totals and cost count each text as the job sends it: transliterated
+(``producer.transliterate``) when the job says ``transliterate``.
+``transliteration`` gives the job's parts both ways, whatever the job says,
+and the characters transliteration replaces.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 import phonenumbers
@@ -26,6 +32,7 @@ from producer.accounts import AccountInfo, routes_of
 from producer.job import Job
 from producer.parts import Encoding, count_parts
 from producer.routes import Route
+from producer.transliterate import replaced_chars, transliterate
 
 _NON_GEO_REGION = "001"  # phonenumbers' "region" of +800, +882, ...
 
@@ -61,12 +68,24 @@ class AccountEstimate(BaseModel):
     currency: str | None
 
 
+class TransliterationEstimate(BaseModel):
+    """The job's text parts as written and transliterated (null for a
+    template job); ``enabled`` is the job's ``transliterate``, which of the
+    two the job sends (``total.parts`` counts only text accounts')."""
+
+    enabled: bool
+    parts_as_written: int | None
+    parts_transliterated: int | None
+    replaced_chars: list[str]  # distinct, first appearance first
+
+
 class Estimate(BaseModel):
     provider: str
     template: bool
     messages: list[MessageEstimate]
     total: EstimateTotal
     accounts: dict[str, AccountEstimate] = {}
+    transliteration: TransliterationEstimate | None = None
 
 
 def estimate_job(job: Job, accounts: Mapping[str, AccountInfo]) -> Estimate:
@@ -75,6 +94,34 @@ def estimate_job(job: Job, accounts: Mapping[str, AccountInfo]) -> Estimate:
     if route is None or job.provider in accounts:
         return estimate(job, accounts[job.provider])
     return route_estimate(job, route, accounts)
+
+
+@dataclass(slots=True)
+class _Both:
+    """The texts' parts as written and transliterated, and what it replaces."""
+
+    enabled: bool
+    as_written: int = 0
+    transliterated: int = 0
+    texts: int = 0
+    replaced: dict[str, None] = field(default_factory=dict)
+
+    def count(self, text: str) -> str:
+        """Count ``text`` both ways; the text the job sends."""
+        gsm = transliterate(text)
+        self.texts += 1
+        self.as_written += count_parts(text).parts
+        self.transliterated += count_parts(gsm).parts
+        self.replaced.update(dict.fromkeys(replaced_chars(text)))
+        return gsm if self.enabled else text
+
+    def estimate(self) -> TransliterationEstimate:
+        return TransliterationEstimate(
+            enabled=self.enabled,
+            parts_as_written=self.as_written if self.texts else None,
+            parts_transliterated=self.transliterated if self.texts else None,
+            replaced_chars=list(self.replaced),
+        )
 
 
 def estimate(job: Job, account: AccountInfo) -> Estimate:
@@ -110,6 +157,7 @@ def route_estimate(job: Job, route: Route, accounts: Mapping[str, AccountInfo]) 
     forcing: dict[str, None] = {}
     # account -> [recipients, parts]; a template recipient counts as one part.
     sent: dict[str, list[int]] = {}
+    both = _Both(job.transliterate)
     for index, message in enumerate(job.messages):
         account = accounts[first_account(route, message.to)]
         counts = sent.setdefault(account.name, [0, 0])
@@ -119,7 +167,7 @@ def route_estimate(job: Job, route: Route, accounts: Mapping[str, AccountInfo]) 
             messages.append(MessageEstimate(index=index, parts=None, encoding=None, ucs2_chars=[]))
             continue
         text = message.text if message.text is not None else job.text
-        counts[1] += _count(index, text, messages, by_encoding, forcing)
+        counts[1] += _count(index, text, messages, by_encoding, forcing, both)
     breakdown = {
         name: AccountEstimate(
             messages=recipients,
@@ -147,6 +195,7 @@ def route_estimate(job: Job, route: Route, accounts: Mapping[str, AccountInfo]) 
             currency=currencies.pop() if priced else None,
         ),
         accounts=breakdown,
+        transliteration=both.estimate(),
     )
 
 
@@ -156,9 +205,11 @@ def _count(
     messages: list[MessageEstimate],
     by_encoding: dict[Encoding, EncodingTotal],
     forcing: dict[str, None],
+    both: _Both,
 ) -> int:
-    """Count one message's text into the estimate's lists; its parts."""
-    counted = count_parts(text or "")
+    """Count one message's text, as the job sends it, into the estimate's
+    lists; its parts."""
+    counted = count_parts(both.count(text or ""))
     messages.append(
         MessageEstimate(
             index=index,
@@ -178,10 +229,11 @@ def _text_estimate(job: Job, account: AccountInfo) -> Estimate:
     messages: list[MessageEstimate] = []
     by_encoding: dict[Encoding, EncodingTotal] = {}
     forcing: dict[str, None] = {}
+    both = _Both(job.transliterate)
     for index, message in enumerate(job.messages):
         text = message.text if message.text is not None else job.text
         # validate_job (JobCheck) refuses a message without a text for a non-template account.
-        _count(index, text, messages, by_encoding, forcing)
+        _count(index, text, messages, by_encoding, forcing, both)
     parts = sum(total.parts for total in by_encoding.values())
     return Estimate(
         provider=account.name,
@@ -195,6 +247,7 @@ def _text_estimate(job: Job, account: AccountInfo) -> Estimate:
             cost=_cost(account, parts),
             currency=account.currency if account.price_per_part is not None else None,
         ),
+        transliteration=both.estimate(),
     )
 
 
@@ -215,6 +268,7 @@ def _template_estimate(job: Job, account: AccountInfo) -> Estimate:
             cost=_cost(account, recipients),
             currency=account.currency if account.price_per_part is not None else None,
         ),
+        transliteration=_Both(job.transliterate).estimate(),
     )
 
 

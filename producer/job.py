@@ -103,6 +103,15 @@ class JobSpec(BaseModel):
         default=None,
         description="https URL POSTed the job status when it ends (never to a private address).",
     )
+    transliterate: bool = Field(
+        default=False,
+        description=(
+            "Replace the characters outside GSM-7 that have a GSM-7 form (typographic quotes,"
+            " dashes, ellipsis, Unicode spaces, letters with diacritics GSM-7 lacks such as"
+            " ă â î ș ț ç ł ő ş) before parts are counted and the text is sent; a text with any"
+            " other character outside GSM-7 is sent as written (UCS-2)."
+        ),
+    )
 
     @field_validator("schedule_at")
     @classmethod

@@ -212,3 +212,36 @@ def test_an_invalid_job_exits_2_naming_the_field(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert field in captured.err
+
+
+def test_transliteration_shows_both_counts_and_the_replaced_characters() -> None:
+    text = "Programarea dvs. este mâine la ora 10:00. Vă așteptăm! " * 2
+    body = {
+        "provider": "ro",
+        "text": text,
+        "messages": [{"to": "0712345678"}, {"to": "1", "text": "OK"}],
+    }
+    written = estimate(Job.model_validate(body), PRICED)
+    sent = estimate(Job.model_validate({**body, "transliterate": True}), PRICED)
+    for result, enabled in ((written, False), (sent, True)):
+        assert result.transliteration is not None
+        assert result.transliteration.model_dump() == {
+            "enabled": enabled,
+            "parts_as_written": 3,
+            "parts_transliterated": 2,
+            "replaced_chars": ["â", "ă", "ș"],
+        }
+    # The totals and the cost follow the text as the job sends it.
+    assert (written.total.parts, written.total.cost) == (3, "0.105")
+    assert (sent.total.parts, sent.total.cost) == (2, "0.070")
+    assert [m.encoding for m in sent.messages] == ["GSM-7", "GSM-7"]
+    assert written.messages[0].ucs2_chars == ["â", "ă", "ș"]
+
+
+def test_a_template_job_has_no_transliteration_counts() -> None:
+    job = Job.model_validate(
+        {"provider": "tpl", "template_id": "T", "transliterate": True, "messages": [{"to": "1"}]}
+    )
+    result = estimate(job, TEMPLATE)
+    assert result.transliteration is not None
+    assert (result.transliteration.parts_as_written, result.transliteration.enabled) == (None, True)

@@ -6,6 +6,10 @@ submitting process must not pay it). Pure: no I/O.
 A route job's recipient is sent through the account its number's country
 picks (``Route.accounts_for``), the first of its list that is available, or
 the one it had moved on to; a one-account job's through its account.
+
+A job with ``transliterate`` sends each text as ``producer.transliterate``
+makes it, and counts its segments from that; without it no recipient pays
+anything for it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass, field
 from producer.core.store import StoredMessage, StoredOutcome
 from producer.parts import count_parts
 from producer.routes import Route
+from producer.transliterate import transliterate as to_gsm
 from worker.pipeline.outcomes import Place
 from worker.pipeline.phone import InvalidNumber, PhoneNumber, format_number, parse_number
 from worker.providers.base import Adapter, Recipient
@@ -36,6 +41,7 @@ def prepare(
     indexed: list[tuple[int, StoredMessage]],
     default_text: str | None,
     job_sender: str | None,
+    transliterate: bool = False,
 ) -> tuple[list[Recipient], list[Rejection]]:
     """A one-account job's recipients."""
     account = adapter.account
@@ -48,7 +54,7 @@ def prepare(
         except InvalidNumber as error:
             rejections.append(Rejection(index, None, None, str(error)))
             continue
-        made = _recipient(adapter, index, message, number, default_text, sender)
+        made = _recipient(adapter, index, message, number, default_text, sender, transliterate)
         if isinstance(made, Rejection):
             rejections.append(made)
         else:
@@ -63,12 +69,13 @@ def _recipient(
     number: PhoneNumber,
     default_text: str | None,
     sender: str | None,
+    transliterate: bool,
 ) -> Recipient | Rejection:
     account = adapter.account
     text = message.text if message.text is not None else default_text
     segments: int | None = None
     if not adapter.is_template:
-        text = text or ""
+        text = to_gsm(text or "") if transliterate else text or ""
         segments = count_parts(text).parts
         too_long = adapter.max_text_chars is not None and len(text) > adapter.max_text_chars
         if too_long or segments > account.max_parts:
@@ -101,6 +108,7 @@ def route(
     stopped: Mapping[str, str],
     moving: frozenset[str] = frozenset(),
     holding: frozenset[str] = frozenset(),
+    transliterate: bool = False,
 ) -> Routed:
     """Each recipient on the account it stands on (its previous outcome's,
     else the first of its list), moved on past accounts that cannot send
@@ -137,7 +145,13 @@ def route(
             continue
         adapter = adapters[name]
         made = _recipient(
-            adapter, index, message, number, default_text, job_sender or adapter.account.sender
+            adapter,
+            index,
+            message,
+            number,
+            default_text,
+            job_sender or adapter.account.sender,
+            transliterate,
         )
         if isinstance(made, Rejection):
             made.account = name

@@ -335,7 +335,9 @@ class ChunkSender:
         whose accounts are all stopped) are recorded ``rejected`` (or ``failed``)."""
         settings = self.job.settings
         if self.route is None:
-            recipients, rejections = prepare(self.adapter, pending, settings.text, settings.sender)
+            recipients, rejections = prepare(
+                self.adapter, pending, settings.text, settings.sender, settings.transliterate
+            )
             groups = {self.account.name: recipients}
         else:
             stopped, moving, holding = await self._availability()
@@ -349,6 +351,7 @@ class ChunkSender:
                 stopped,
                 moving,
                 frozenset(holding),
+                settings.transliterate,
             )
             groups, rejections, self._places = routed.groups, routed.rejections, routed.places
             if routed.held:
