@@ -149,15 +149,18 @@ def cmd_retry(args: argparse.Namespace, producer: Producer) -> int:
 
 
 def cmd_optout(args: argparse.Namespace, producer: Producer) -> int:
-    from worker.pipeline import optout
-    from worker.pipeline.phone import InvalidNumber
+    from producer import optouts as optout
 
     if args.action != "list":
         if not args.numbers:
             raise UsageError(f"optout {args.action}: give one or more numbers")
         try:
             numbers = [optout.to_e164(raw, args.region) for raw in args.numbers]
-        except (InvalidNumber, ValueError) as error:
+        except optout.NeedsRegion:
+            raise UsageError(
+                f"optout {args.action}: a national number needs --region (or write it with + or 00)"
+            ) from None
+        except ValueError as error:
             raise UsageError(f"optout {args.action}: {error}") from None
         change = optout.add if args.action == "add" else optout.remove
         change(producer.redis, numbers)

@@ -26,7 +26,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from producer import optouts
 from producer.accounts import read_config_file
+from producer.api import optouts as optout_bodies
 from producer.api.errors import Invalid, StreamBroken, error_middleware, json_error
 from producer.api.openapi import openapi_document
 from producer.client import NoSuchJob, Producer, redis_url_from_env
@@ -229,6 +231,37 @@ async def retry_job(request: web.Request) -> web.Response:
     return _status_response(status)
 
 
+async def list_optouts(request: web.Request) -> web.Response:
+    state = _state(request)
+    numbers = await state.call(optouts.listed, state.producer.redis)
+    return web.json_response({"numbers": numbers, "count": len(numbers)})
+
+
+async def add_optouts(request: web.Request) -> web.Response:
+    state = _state(request)
+    numbers = await state.call(optout_bodies.numbers_to_add, await _body(request))
+    added = await state.call(optouts.add, state.producer.redis, numbers)
+    log.info("opt-outs added", numbers=len(numbers), added=added)
+    return web.json_response({"numbers": numbers, "added": added})
+
+
+async def remove_optout(request: web.Request) -> web.Response:
+    state = _state(request)
+    number = optout_bodies.listed_number(request.match_info["e164"])
+    removed = await state.call(optouts.remove, state.producer.redis, [number])
+    log.info("opt-out removed", removed=removed)
+    return web.json_response({"e164": number, "removed": bool(removed)})
+
+
+async def inbound_reply(request: web.Request) -> web.Response:
+    state = _state(request)
+    number, keyword = optout_bodies.reply(await _body(request))
+    if keyword is not None:
+        await state.call(optouts.add, state.producer.redis, [number])
+    log.info("inbound reply", keyword=keyword, opted_out=keyword is not None)
+    return web.json_response({"from": number, "opted_out": keyword is not None, "keyword": keyword})
+
+
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(_state(request).openapi)
 
@@ -292,6 +325,10 @@ def create_app(
     for action in ("cancel", "pause", "resume"):
         app.router.add_post(f"/v1/jobs/{{job_id}}/{action}", _control(action))
     app.router.add_post("/v1/jobs/{job_id}/retry", retry_job)
+    app.router.add_get("/v1/optouts", list_optouts)
+    app.router.add_post("/v1/optouts", add_optouts)
+    app.router.add_delete("/v1/optouts/{e164}", remove_optout)
+    app.router.add_post("/v1/inbound", inbound_reply)
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/healthz", healthz)
     app.on_cleanup.append(_cleanup)

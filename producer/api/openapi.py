@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from producer.api.optouts import MAX_NUMBERS, InboundReply, OptOutRequest
 from producer.job import JobStatus, Outcome, job_schema
 
 REF = "#/components/schemas/{model}"
@@ -162,6 +163,7 @@ def _paths() -> dict[str, Any]:
                 "responses": {"200": STATUS, **_errors("404", "409", "413", "422")},
             }
         },
+        **_optout_paths(),
         "/v1/openapi.json": {
             "get": {
                 "operationId": "openapi",
@@ -181,6 +183,81 @@ def _paths() -> dict[str, Any]:
             }
         },
     }
+
+
+def _optout_paths() -> dict[str, Any]:
+    return {
+        "/v1/optouts": {
+            "get": {
+                "operationId": "listOptOuts",
+                "summary": "Every number on the opt-out list (E.164, sorted).",
+                "responses": {"200": _answer("The list.", _ref("OptOutList")), **_errors()},
+            },
+            "post": {
+                "operationId": "addOptOuts",
+                "summary": f"Add up to {MAX_NUMBERS:,} numbers to the opt-out list; "
+                "one invalid number refuses them all.",
+                "requestBody": {"required": True, "content": _json(_ref("OptOutRequest"))},
+                "responses": {
+                    "200": _answer(
+                        "The numbers as stored, and how many were new.", _ref("OptOutsAdded")
+                    ),
+                    **_errors("413", "422"),
+                },
+            },
+        },
+        "/v1/optouts/{e164}": {
+            "delete": {
+                "operationId": "removeOptOut",
+                "summary": "Remove a number from the opt-out list (it is sent to again).",
+                "parameters": [
+                    {
+                        "name": "e164",
+                        "in": "path",
+                        "required": True,
+                        "description": "The number in E.164 (`+` may be sent as %2B).",
+                        "schema": {"type": "string", "examples": ["+40712345678"]},
+                    }
+                ],
+                "responses": {
+                    "200": _answer("Whether it was listed.", _ref("OptOutRemoved")),
+                    **_errors("422"),
+                },
+            }
+        },
+        "/v1/inbound": {
+            "post": {
+                "operationId": "inboundReply",
+                "summary": "A reply forwarded by the operator's receiver: a STOP keyword "
+                "first adds its number to the opt-out list.",
+                "requestBody": {"required": True, "content": _json(_ref("InboundReply"))},
+                "responses": {
+                    "200": _answer("Whether the number was opted out.", _ref("InboundAnswer")),
+                    **_errors("413", "422"),
+                },
+            }
+        },
+    }
+
+
+def _optout_schemas() -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    for model in (OptOutRequest, InboundReply):
+        schemas.update(_components(model.model_json_schema()))
+    numbers = {"type": "array", "items": {"type": "string", "examples": ["+40712345678"]}}
+    schemas.update(
+        OptOutList=_object({"numbers": numbers, "count": {"type": "integer"}}),
+        OptOutsAdded=_object({"numbers": numbers, "added": {"type": "integer"}}),
+        OptOutRemoved=_object({"e164": {"type": "string"}, "removed": {"type": "boolean"}}),
+        InboundAnswer=_object(
+            {
+                "from": {"type": "string", "description": "The number in E.164."},
+                "opted_out": {"type": "boolean"},
+                "keyword": {"type": ["string", "null"], "examples": ["STOP"]},
+            }
+        ),
+    )
+    return schemas
 
 
 def _schemas(retry_model: type[BaseModel]) -> dict[str, Any]:
@@ -206,6 +283,7 @@ def _schemas(retry_model: type[BaseModel]) -> dict[str, Any]:
             }
         ),
         Health=_object({"status": {"type": "string", "const": "ok"}}),
+        **_optout_schemas(),
     )
     return schemas
 
