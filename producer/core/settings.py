@@ -36,6 +36,7 @@ class JobSettings:
     delivery_policy: DeliveryPolicy = DEFAULT_DELIVERY_POLICY
     priority: Priority = DEFAULT_PRIORITY
     callback_url: str | None = None
+    dedupe_minutes: int | None = None
 
     @property
     def at_most_once(self) -> bool:
@@ -60,6 +61,7 @@ def settings_of(raw_spec: bytes | str) -> JobSettings:
         delivery_policy=spec.get("delivery_policy") or DEFAULT_DELIVERY_POLICY,
         priority=spec.get("priority") or DEFAULT_PRIORITY,
         callback_url=spec.get("callback_url"),
+        dedupe_minutes=spec.get("dedupe_minutes"),
     )
 
 
