@@ -15,8 +15,11 @@ import redis.asyncio as aioredis
 
 from producer import Producer
 from producer.core import keys
+from producer.core.settings import job_settings
 from producer.core.store import iter_outcomes
+from producer.validation import validate_job
 from tests.producer.test_control import mark_running
+from tests.producer.test_job import ACCOUNTS, job, refused_fields
 from tests.worker.pipeline.test_routing import BACKUP, KE, RO, Answering, accepting, passes
 from tests.worker.pipeline.test_sending import ACCOUNT, TIMING, FakeAdapter, on_valkey
 from worker.pipeline import dedupe
@@ -68,6 +71,18 @@ async def send_all(
 
 def statuses(producer: Producer, job_id: str) -> list[str]:
     return [r.status for r in iter_outcomes(producer.redis, job_id)]
+
+
+@pytest.mark.parametrize("minutes", [0, 43_201, 1.5])
+def test_dedupe_minutes_outside_1_to_43200_is_refused_naming_it(minutes: object) -> None:
+    assert "dedupe_minutes" in refused_fields(job(dedupe_minutes=minutes))
+
+
+def test_dedupe_minutes_is_stored_and_read_back(producer: Producer) -> None:
+    assert validate_job(job(dedupe_minutes=43_200), ACCOUNTS).dedupe_minutes == 43_200
+    job_id = dedupe_job(producer, NUMBERS[:1])
+    settings = job_settings(producer.redis, job_id)
+    assert settings is not None and settings.dedupe_minutes == 60
 
 
 def test_the_same_text_to_the_same_numbers_again_is_rejected_naming_the_first(
@@ -239,3 +254,22 @@ def test_one_claim_script_per_request(
     adapter = accepting(ACCOUNT)  # one request for the chunk
     on_valkey(redis_url, lambda client: send_all(client, adapter, job_id))
     assert calls == [4]
+
+
+BYTES_PER_CLAIM = 160  # docs/BENCHMARKS.md "Duplicate suppression"; README "Guards"
+
+
+def test_a_claim_costs_one_key_of_at_most_160_bytes_per_recipient(redis_url: str) -> None:
+    recipients = [
+        Recipient(i, f"+4072{i:07d}", "", "Reminder: tomorrow at 10:00.", None, None, 1)
+        for i in range(100_000, 102_000)  # six-digit indices
+    ]
+
+    async def claimed(client: aioredis.Redis) -> list[int]:
+        await Dedupe(client, "0123456789abcdef0123456789abcdef", 43_200, None).claim(recipients)
+        found = [key async for key in client.scan_iter(keys.dedupe("*", "*"))]
+        assert len(found) == len(recipients)
+        return [await client.memory_usage(key) for key in found]
+
+    usage = on_valkey(redis_url, claimed)
+    assert max(usage) <= BYTES_PER_CLAIM, max(usage)
