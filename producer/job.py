@@ -27,6 +27,7 @@ JOB_ID_FORM = "[A-Za-z0-9._-]{1,64}"
 JOB_ID_PATTERN = f"^{JOB_ID_FORM}$"
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 MAX_VALIDITY_MINUTES = 43_200  # 30 days
+MAX_DEDUPE_MINUTES = 43_200  # 30 days
 MAX_SCHEDULE_AHEAD = timedelta(days=90)
 MAX_REF_CHARS = 256
 
@@ -110,6 +111,14 @@ class JobSpec(BaseModel):
             " dashes, ellipsis, Unicode spaces, letters with diacritics GSM-7 lacks such as"
             " ă â î ș ț ç ł ő ş) before parts are counted and the text is sent; a text with any"
             " other character outside GSM-7 is sent as written (UCS-2)."
+        ),
+    )
+    dedupe_minutes: Annotated[int, Field(ge=1, le=MAX_DEDUPE_MINUTES)] | None = Field(
+        default=None,
+        description=(
+            "Duplicate suppression: a recipient (E.164) already sent the same text (template:"
+            " the same template id and params) by any job with dedupe_minutes within this many"
+            " minutes is rejected, naming the earlier send (at most 30 days)."
         ),
     )
 

@@ -93,3 +93,10 @@ def daily_parts(account: str) -> str:
     """Hash, expiring: the SMS parts taken through the account on one UTC day
     (worker/pipeline/daily_cap.py): day (days since the epoch), parts."""
     return f"{PREFIX}:daily:{account}"
+
+
+def dedupe(e164: str, content: str) -> str:
+    """String, expiring with its window: who claimed sending ``content`` (a
+    hash of the text, or template and params) to the number
+    (worker/pipeline/dedupe.py): "job_id index claimed_at"."""
+    return f"{PREFIX}:dd:{e164}:{content}"

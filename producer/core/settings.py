@@ -37,6 +37,7 @@ class JobSettings:
     priority: Priority = DEFAULT_PRIORITY
     callback_url: str | None = None
     transliterate: bool = False
+    dedupe_minutes: int | None = None
 
     @property
     def at_most_once(self) -> bool:
@@ -62,6 +63,7 @@ def settings_of(raw_spec: bytes | str) -> JobSettings:
         priority=spec.get("priority") or DEFAULT_PRIORITY,
         callback_url=spec.get("callback_url"),
         transliterate=bool(spec.get("transliterate")),
+        dedupe_minutes=spec.get("dedupe_minutes"),
     )
 
 

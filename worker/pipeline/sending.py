@@ -39,6 +39,7 @@ from worker.ops import metrics
 from worker.ops.logs import get_logger
 from worker.ops.timing import Timing
 from worker.pipeline.chunking import chunk_range
+from worker.pipeline.dedupe import Dedupe
 from worker.pipeline.guards import AccountGuards
 from worker.pipeline.optout import REASON as OPTED_OUT
 from worker.pipeline.optout import opted_out
@@ -249,6 +250,8 @@ class ChunkSender:
         self.chunk_no = chunk_no
         self.timing = timing
         self.at_most_once = job.settings.at_most_once
+        minutes, template_id = job.settings.dedupe_minutes, job.settings.template_id
+        self.dedupe = Dedupe(store.redis, job.job_id, minutes, template_id) if minutes else None
         self.context = JobContext(
             job_id=job.job_id,
             template_id=job.settings.template_id,
@@ -568,9 +571,16 @@ class ChunkSender:
         if held:
             self._unsent.append(request_id)
             return wait_s
+        if self.dedupe is not None:
+            batch = await self._drop_duplicates(account, batch, data)
+            if not batch:
+                self._unsent.append(request_id)
+                return None
+            parts = sum(r.cost_parts for r in batch)
         gate = await self.guards.gate(account, parts)
         if not gate.send:
             self._unsent.append(request_id)
+            await self._release(batch)
             return await self._move_on(account, batch, data, gate.wait_s)
         attempt = 1 + max(
             (data.outcomes[r.index].attempts if r.index in data.outcomes else 0) for r in batch
@@ -584,13 +594,17 @@ class ChunkSender:
         }
         if not await self._begin(request_id, sending):
             await self.guards.unused(account, parts)
+            await self._release(batch)
             return None
         started = time.monotonic()
         sent = await self._post(session, request_id, adapter, batch)
         metrics.record_request(
             account, time.monotonic() - started, len(batch), parts, sent.http_status
         )
-        await self.guards.record(account, gate, parts, not_sent(sent))
+        nothing_sent = not_sent(sent)
+        await self.guards.record(account, gate, parts, nothing_sent)
+        if nothing_sent:
+            await self._release(batch)
         outcomes = {
             r.index: from_result(
                 account, self.at_most_once, r, result, attempt, self._places.get(r.index)
@@ -611,6 +625,38 @@ class ChunkSender:
             sent.retry_after_s,
             self.timing.max_countdown_s,
         )
+
+    async def _drop_duplicates(
+        self, account: Account, batch: list[Recipient], data: ChunkData
+    ) -> list[Recipient]:
+        """Claim the request's recipients (``dedupe_minutes``): those another
+        send holds are committed ``rejected``, naming it; the rest go on."""
+        assert self.dedupe is not None
+        duplicates = await self.dedupe.claim(batch)
+        if not duplicates:
+            return batch
+        await self._commit(
+            {
+                r.index: simple(
+                    "rejected",
+                    data.outcomes.get(r.index),
+                    e164=r.e164,
+                    segments=r.segments,
+                    error=duplicates[r.index],
+                    account=self._on(account.name),
+                    since=self._places[r.index].since if r.index in self._places else None,
+                )
+                for r in batch
+                if r.index in duplicates
+            },
+            account=account,
+        )
+        return [r for r in batch if r.index not in duplicates]
+
+    async def _release(self, batch: list[Recipient]) -> None:
+        """A request that provably sent nothing gives its claims back."""
+        if self.dedupe is not None:
+            await self.dedupe.release(batch)
 
     async def _move_on(
         self, account: Account, batch: list[Recipient], data: ChunkData, wait_s: float
