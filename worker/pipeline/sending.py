@@ -603,14 +603,14 @@ class ChunkSender:
         )
         nothing_sent = not_sent(sent)
         await self.guards.record(account, gate, parts, nothing_sent)
-        if nothing_sent:
-            await self._release(batch)
         outcomes = {
             r.index: from_result(
                 account, self.at_most_once, r, result, attempt, self._places.get(r.index)
             )
             for r, result in zip(batch, sent.results, strict=True)
         }
+        if self.dedupe is not None:
+            await self._release(batch if nothing_sent else _refused(batch, sent, outcomes))
         await self._record(request_id, sending, sent, outcomes, started, account)
         await self._heed(account, sent, outcomes)
         pending = [o for o in outcomes.values() if o.status == "pending"]
@@ -654,8 +654,8 @@ class ChunkSender:
         return [r for r in batch if r.index not in duplicates]
 
     async def _release(self, batch: list[Recipient]) -> None:
-        """A request that provably sent nothing gives its claims back."""
-        if self.dedupe is not None:
+        """Recipients that provably were not sent give their claims back."""
+        if self.dedupe is not None and batch:
             await self.dedupe.release(batch)
 
     async def _move_on(
@@ -792,6 +792,19 @@ class ChunkSender:
             self.log.exception("provider_request_raised", request=request_id, error=name)
             reason = f"the answer could not be read: {name}"
             return SendResult(all_of(batch, Verdict.UNCERTAIN, "unreadable", reason))
+
+
+def _refused(
+    batch: list[Recipient], sent: SendResult, outcomes: dict[int, StoredOutcome]
+) -> list[Recipient]:
+    """The recipients that ended ``failed`` on answers that mean the provider
+    did not take them (refused, or "not sent" until attempts ran out)."""
+    return [
+        r
+        for r, result in zip(batch, sent.results, strict=True)
+        if result.verdict in (Verdict.FAILED, Verdict.RETRY)
+        and outcomes[r.index].status == "failed"
+    ]
 
 
 def not_sent(sent: SendResult) -> bool:

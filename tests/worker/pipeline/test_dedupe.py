@@ -273,3 +273,16 @@ def test_a_claim_costs_one_key_of_at_most_160_bytes_per_recipient(redis_url: str
 
     usage = on_valkey(redis_url, claimed)
     assert max(usage) <= BYTES_PER_CLAIM, max(usage)
+
+
+def test_a_recipient_the_provider_refused_gives_its_claim_back(
+    producer: Producer, redis_url: str
+) -> None:
+    """Refused (FAILED): never accepted, so a later job may send it."""
+    first, second = dedupe_job(producer, NUMBERS[:2]), dedupe_job(producer, NUMBERS[:2])
+    on_valkey(redis_url, lambda c: send_all(c, Answering(ACCOUNT, Verdict.FAILED), first))
+    assert statuses(producer, first) == ["failed"] * 2
+    assert producer.redis.keys(keys.dedupe("*", "*")) == []
+    adapter = accepting(ACCOUNT)
+    on_valkey(redis_url, lambda client: send_all(client, adapter, second))
+    assert statuses(producer, second) == ["accepted"] * 2
