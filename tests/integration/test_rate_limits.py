@@ -199,6 +199,9 @@ def test_429s_halve_the_rate_the_sandbox_sees_and_it_climbs_back(
         "burst_s": 0.025,
         "requests_per_second": 1000,
         "max_attempts": 5,
+        # The limiter's halving alone: 1.5 s of 429s would open the account's
+        # circuit (tested on its own) and stop it for the cool-down.
+        "failover_after_failures": 1_000_000,
     }
     numbers = ro_numbers(3600)
     with rate_stack(redis_url, tmp_path / "stack", {"throttled": throttled}) as stack:
