@@ -7,9 +7,10 @@ window (scripts dedupe_claim.lua and dedupe_release.lua). A recipient whose
 key another job's (or another recipient's) send holds within the window is
 ``rejected``, naming that send. The claim's value names the job and the
 recipient's index, so a later pass of the same recipient (a retry, a
-failover) finds its own claim and goes on. A request that provably sent
-nothing gives its claims back; one with an uncertain answer or an
-acceptance never does. A job without ``dedupe_minutes`` costs no Redis call;
+failover) finds its own claim and goes on. A recipient that provably was
+not sent gives its claim back (its request sent nothing or never began, or
+the provider refused it); after an uncertain answer or an acceptance it
+never does. A job without ``dedupe_minutes`` costs no Redis call;
 one with it, one EVALSHA per request.
 """
 
