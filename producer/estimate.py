@@ -25,16 +25,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-import phonenumbers
 from pydantic import BaseModel
 
 from producer.accounts import AccountInfo, routes_of
 from producer.job import Job
 from producer.parts import Encoding, count_parts
+from producer.phone import InvalidNumber, parse_number
 from producer.routes import Route
 from producer.transliterate import replaced_chars, transliterate
-
-_NON_GEO_REGION = "001"  # phonenumbers' "region" of +800, +882, ...
 
 
 class MessageEstimate(BaseModel):
@@ -144,10 +142,10 @@ def estimate(job: Job, account: AccountInfo) -> Estimate:
 def first_account(route: Route, to: str) -> str:
     """The account a recipient of the route goes to first, by its number's region."""
     try:
-        region = phonenumbers.region_code_for_number(phonenumbers.parse(to, route.default_region))
-    except phonenumbers.NumberParseException:
-        region = None
-    return route.accounts_for(None if region == _NON_GEO_REGION else region)[0]
+        region = parse_number(to, route.default_region).region
+    except InvalidNumber:
+        region = None  # the workers reject it; priced at the route's default list
+    return route.accounts_for(region)[0]
 
 
 def route_estimate(job: Job, route: Route, accounts: Mapping[str, AccountInfo]) -> Estimate:

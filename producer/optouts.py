@@ -13,30 +13,23 @@ matches however the job wrote it.
 
 from __future__ import annotations
 
-import re
 import string
 from collections.abc import Iterable
 from typing import cast
 
-import phonenumbers
 import redis
-from phonenumbers import NumberParseException
 
 from producer.core import keys
 from producer.errors import SmsbulkError
+from producer.phone import ALLOWED, parse_number
+from producer.phone import SUPPORTED_REGIONS as SUPPORTED_REGIONS  # for the API's region check
+from producer.phone import InvalidNumber as InvalidNumber  # what to_e164 raises
 
 REASON = "opted out"  # the `error` of a recipient rejected for it
 # A reply whose first word is one of these (any case) opts its sender out.
 STOP_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
-SUPPORTED_REGIONS: frozenset[str] = frozenset(phonenumbers.SUPPORTED_REGIONS)
-
-# Digits, spaces and the usual separators, as the workers accept them.
-_ALLOWED = re.compile(r"[\d\s+\-().\/]+")
-_NON_DIGITS = re.compile(r"\D")
-
-
-class InvalidNumber(SmsbulkError, ValueError):
-    """Not a valid phone number; the message is the reason, never the number."""
+# A number written internationally is read alike in every region.
+_ANY_REGION = "US"
 
 
 class NeedsRegion(InvalidNumber):
@@ -47,18 +40,9 @@ class UnknownRegion(SmsbulkError, ValueError):
     """A region that is not an ISO 3166 code phonenumbers knows."""
 
 
-def _valid_e164(text: str, region: str | None) -> str | None:
-    try:
-        parsed = phonenumbers.parse(text, region)
-    except NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(parsed):
-        return None
-    return f"+{parsed.country_code}{phonenumbers.national_significant_number(parsed)}"
-
-
 def to_e164(raw: str, region: str | None) -> str:
-    """``raw`` in E.164. ``+`` and ``00`` forms are international; national
+    """``raw`` in E.164, read as the workers read a recipient's number
+    (``producer.phone``): ``+`` and ``00`` forms are international; national
     forms (and bare country codes, ``40712345678``) need ``region``.
 
     Raises NeedsRegion, InvalidNumber, or UnknownRegion.
@@ -66,23 +50,12 @@ def to_e164(raw: str, region: str | None) -> str:
     if region is not None and region not in SUPPORTED_REGIONS:
         raise UnknownRegion(f"unknown region {region!r}: use an ISO 3166 code such as RO")
     text = raw.strip()
-    if not text or not _ALLOWED.fullmatch(text):
-        raise InvalidNumber(
-            "empty phone number"
-            if not text
-            else "phone number has characters other than digits, spaces, + - . / ( )"
-        )
     if text.startswith("00"):
         text = "+" + text[2:]
-    if not text.startswith("+") and region is None:
+    international = text.startswith("+")
+    if region is None and not international and text and ALLOWED.fullmatch(text):
         raise NeedsRegion("a national number needs a region (or write it with + or 00)")
-    e164 = _valid_e164(text, None if text.startswith("+") else region)
-    if e164 is None and not text.startswith("+"):
-        # A bare country code ("4915123456789"): read the digits as international.
-        e164 = _valid_e164("+" + _NON_DIGITS.sub("", text), None)
-    if e164 is None:
-        raise InvalidNumber("not a valid phone number")
-    return e164
+    return parse_number(text, region or _ANY_REGION).e164
 
 
 def is_e164(text: str) -> bool:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from producer.phone import InvalidNumber, parse_number
 from worker.dev.demo import INVALID_NUMBERS, PIDS_FILE, RESULTS_CSV, demo_kinds, plan_jobs, run_demo
-from worker.pipeline.phone import InvalidNumber, parse_number
 
 
 def _live(pid: int, *, group: bool) -> list[int]:

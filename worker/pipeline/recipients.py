@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 from producer.core.store import StoredMessage, StoredOutcome
 from producer.parts import count_parts
+from producer.phone import InvalidNumber, PhoneNumber, format_number, parse_number
 from producer.routes import Route
 from producer.transliterate import transliterate as to_gsm
 from worker.pipeline.outcomes import Place
-from worker.pipeline.phone import InvalidNumber, PhoneNumber, format_number, parse_number
 from worker.providers.base import Adapter, Recipient
 
 

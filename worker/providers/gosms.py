@@ -4,7 +4,7 @@ POST {base_url}/v1/message/send-batch, JSON ``{"messages": [...]}``, or
 /v1/message/send for one message; auth is the ``X-Authorization`` header.
 Quirks, each from the documents:
 - recipients are "National (Romania): 07PPXXXXXX" or "00 prefix" abroad:
-  number_format ``national`` by default (worker/pipeline/phone.py);
+  number_format ``national`` by default (producer/phone.py);
 - "Concatenated SMS – A message containing up to 39,015 characters", 153
   characters a part: longer texts are rejected before sending;
 - the batch answer's ``orderSummary`` items map back by ``arrayPosition``,

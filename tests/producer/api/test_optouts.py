@@ -206,7 +206,7 @@ FORMS = [
 
 @pytest.mark.parametrize(("raw", "region"), FORMS)
 def test_a_listed_number_is_the_e164_the_workers_check(raw: str, region: str | None) -> None:
-    from worker.pipeline.phone import parse_number
+    from producer.phone import parse_number
 
     worker_form = parse_number(raw, region or "GB").e164  # the recipient's e164 in a pass
     assert optouts.to_e164(raw, region) == worker_form

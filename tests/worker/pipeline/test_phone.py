@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from worker.pipeline.phone import (
+from producer.phone import (
     NUMBER_FORMATS,
     InvalidNumber,
     PhoneNumber,

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat
 
-from worker.pipeline.phone import PhoneNumber, _fast_parse, _parse
+from producer.phone import PhoneNumber, _fast_parse, _parse
 
 REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
 HOME_REGIONS = ["RO", "DE", "GB", "FR", "IT", "US", "NL", "BG", "HU", "AR", "MX", "BR", "IN"]

@@ -1,4 +1,6 @@
-"""Phone number parsing and per-provider formatting (pure, no I/O).
+"""Phone number parsing and per-provider formatting (pure, no I/O): the
+workers read every recipient with it, producers every number they are given
+(opt-outs, a route estimate's countries), so both read a number alike.
 
 Parsing is the largest per-recipient CPU cost (measured on one core:
 ~29k numbers/s for parse + validate + E.164; docs/ARCHITECTURE.md), so the hot path does one
@@ -35,7 +37,7 @@ SUPPORTED_REGIONS: frozenset[str] = frozenset(phonenumbers.SUPPORTED_REGIONS)
 _NON_GEO_REGION = "001"  # phonenumbers' "region" of +800, +882, ...
 # Digits (any script), spaces and the usual separators; letters are refused
 # rather than read as a vanity number or an extension ("ext. 12").
-_ALLOWED = re.compile(r"[\d\s+\-().\/]+")
+ALLOWED = re.compile(r"[\d\s+\-().\/]+")
 _NON_DIGITS = re.compile(r"\D")
 _SEPARATORS = str.maketrans("", "", " -.()/\t")
 _PARSE_REASONS = {
@@ -167,7 +169,7 @@ def parse_number(raw: str, default_region: str) -> PhoneNumber:
     """
     if default_region not in SUPPORTED_REGIONS:
         raise ValueError(f"unknown default region {default_region!r}")
-    if not _ALLOWED.fullmatch(raw):
+    if not ALLOWED.fullmatch(raw):
         raise InvalidNumber(
             "empty phone number"
             if not raw.strip()
