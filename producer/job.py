@@ -10,8 +10,10 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -19,6 +21,7 @@ from pydantic import (
     StrictStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from producer.errors import SmsbulkError
@@ -77,6 +80,61 @@ class Message(BaseModel):
     )
 
 
+_HHMM = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+
+
+def _hhmm(value: str) -> str:
+    if not _HHMM.fullmatch(value):
+        raise ValueError("must be a time of day as HH:MM, 00:00 to 23:59")
+    return value
+
+
+HHMM = Annotated[
+    StrictStr,
+    Field(max_length=5, json_schema_extra={"pattern": f"^{_HHMM.pattern}$"}),
+    AfterValidator(_hhmm),
+]
+
+
+def is_time_zone(name: str) -> bool:
+    """Is ``name`` an IANA time zone this machine knows (tzdata ships them)?"""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+class SendWindow(BaseModel):
+    """When recipients may be sent, in their own local time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: HHMM = Field(description="Local time the window opens, HH:MM (24 h).")
+    end: HHMM = Field(description="Local time it closes, HH:MM; before start: overnight.")
+    timezone: Annotated[StrictStr, Field(min_length=1, max_length=64)] | None = Field(
+        default=None,
+        description=(
+            "An IANA time zone for every recipient; without it, each recipient's own zones"
+            " (those of its number; several: the window must be open in all), and for a number"
+            " of no known zone the workers' default_timezone."
+        ),
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None and not is_time_zone(value):
+            raise ValueError("not an IANA time zone name (e.g. Europe/Bucharest)")
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> SendWindow:
+        if self.start == self.end:
+            raise ValueError("start and end are equal: the window would never open")
+        return self
+
+
 class JobSpec(BaseModel):
     """Every setting of a job, without its messages: what a submission
     validates whole, before its messages stream in a block at a time."""
@@ -119,6 +177,14 @@ class JobSpec(BaseModel):
             "Duplicate suppression: a recipient (E.164) already sent the same text (template:"
             " the same template id and params) by any job with dedupe_minutes within this many"
             " minutes is rejected, naming the earlier send (at most 30 days)."
+        ),
+    )
+
+    send_window: SendWindow | None = Field(
+        default=None,
+        description=(
+            "Recipients are sent only while their local time is in [start, end); outside it"
+            " they stay pending (expired if validity ends first). Else the account's window."
         ),
     )
 

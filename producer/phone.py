@@ -22,6 +22,7 @@ from typing import Literal
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat
+from phonenumbers import timezone as phone_timezones
 
 from producer.errors import SmsbulkError
 
@@ -189,18 +190,47 @@ def parse_number(raw: str, default_region: str) -> PhoneNumber:
     raise InvalidNumber(result)
 
 
-def _national_with_trunk_prefix(number: PhoneNumber) -> str:
-    """How the number is dialled at home, as digits: ``0712345678`` for RO."""
+def _as_phonenumbers(number: PhoneNumber) -> phonenumbers.PhoneNumber:
+    """The number as phonenumbers holds it (leading zeros of the national
+    significant number, as in Italy's, included)."""
     nsn = number.national
     zeros = len(nsn) - len(nsn.lstrip("0"))
-    parsed = phonenumbers.PhoneNumber(
+    return phonenumbers.PhoneNumber(
         country_code=number.country_code,
         national_number=int(nsn),
         italian_leading_zero=True if zeros else None,
         number_of_leading_zeros=zeros if zeros > 1 else None,
     )
-    formatted = phonenumbers.format_number(parsed, PhoneNumberFormat.NATIONAL)
+
+
+def _national_with_trunk_prefix(number: PhoneNumber) -> str:
+    """How the number is dialled at home, as digits: ``0712345678`` for RO."""
+    formatted = phonenumbers.format_number(_as_phonenumbers(number), PhoneNumberFormat.NATIONAL)
     return _NON_DIGITS.sub("", formatted)
+
+
+_UNKNOWN_ZONE = "Etc/Unknown"
+
+
+@functools.cache
+def _country_zone(country_code: int) -> str | None:
+    """The one time zone of every number of ``country_code``, if it has
+    one (Kenya's, Romania's; not the US's or Russia's)."""
+    probe = phonenumbers.PhoneNumber(country_code=country_code, national_number=0)
+    zones = phone_timezones._country_level_time_zones_for_number(probe)
+    return zones[0] if len(zones) == 1 and zones[0] != _UNKNOWN_ZONE else None
+
+
+def time_zones(number: PhoneNumber) -> tuple[str, ...]:
+    """The IANA time zones ``number`` may be in (phonenumbers' prefix data:
+    a mobile number of a country with several zones may be in any of them);
+    ``()`` when none is known. About 10 us a number, except in a country of
+    one zone (its zone, looked up once: the tests hold both to the same)."""
+    one = _country_zone(number.country_code)
+    if one is not None:
+        return (one,)
+    zones = phone_timezones.time_zones_for_number(_as_phonenumbers(number))
+    return tuple(z for z in zones if z != _UNKNOWN_ZONE)
 
 
 def format_number(number: PhoneNumber, number_format: NumberFormat, home_region: str) -> str:

@@ -198,8 +198,8 @@ _background: list[Periodic] = []
 
 @signals.worker_ready.connect
 def _start_releaser(**_: Any) -> None:
-    """Release scheduled jobs from this worker's main process."""
-    from producer.client import enqueue_plan
+    """Release scheduled jobs and parked chunks from this worker's main process."""
+    from producer.client import enqueue_chunk, enqueue_plan, queue_for
     from producer.core.settings import priority_of
     from worker.background.releaser import Releaser
     from worker.ops.logs import get_logger
@@ -213,7 +213,11 @@ def _start_releaser(**_: Any) -> None:
         enqueue_plan(app, job_id, priority)
         log.info("job_released", job_id=job_id)
 
-    _run_in_background(Releaser(client, enqueue))
+    def unpark(job_id: str, chunk_no: int) -> None:
+        priority = priority_of(client.hget(keys.job(job_id), "spec"))
+        enqueue_chunk(app, job_id, chunk_no, queue_for(priority))
+
+    _run_in_background(Releaser(client, enqueue, unpark))
 
 
 @signals.worker_ready.connect

@@ -179,6 +179,11 @@ class ResultsStore:
         if request_ids:
             await self.redis.hdel(keys.requests(job_id, chunk_no), *request_ids)
 
+    async def park_chunk(self, job_id: str, chunk_no: int, due_s: float) -> None:
+        """List the chunk in ``smsbulk:parked`` until ``due_s`` (epoch s):
+        the releaser (worker/background/releaser.py) enqueues its pass then."""
+        await self.redis.zadd(keys.PARKED, {keys.parked(job_id, chunk_no): due_s})
+
     async def mark_chunk_done(self, job: JobRecord, chunk_no: int) -> None:
         """Record that the chunk has nothing left to send: the watchdog does
         not look for its task any more, nor a cancel's sweep at the chunk

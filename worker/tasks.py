@@ -212,8 +212,13 @@ def send_chunk(self: Task, job_id: str, chunk_no: int, parts: int = 0) -> None:
         reason = f"internal error, gave up: {type(error).__name__}"
         runtime.run(fail_chunk(runtime.store, job, chunk_no, reason))
         return
-    if result.next_pass_in_s is not None:
-        enqueue_chunk(app, job_id, chunk_no, queue, result.next_pass_in_s, result.deferred_parts)
+    wait_s = result.next_pass_in_s
+    if wait_s is not None and wait_s > TIMING.max_countdown_s:
+        # Too far off for a countdown (a send window opening tonight): parked.
+        runtime.run(runtime.store.park_chunk(job_id, chunk_no, now_s() + wait_s))
+        log.info("chunk_parked", job_id=job_id, chunk=chunk_no, due_in_s=round(wait_s))
+    elif wait_s is not None:
+        enqueue_chunk(app, job_id, chunk_no, queue, wait_s, result.deferred_parts)
 
 
 async def _send_chunk(
@@ -252,6 +257,7 @@ async def _send_chunk(
             route=route,
             adapters=runtime.adapters_for(route) if route else None,
             guards=runtime.guards,
+            default_timezone=runtime.config.settings.default_timezone,
         )
         result = await sender.run(runtime.session)
         if result.chunk_done:

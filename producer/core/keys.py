@@ -34,9 +34,18 @@ ACTIVE = f"{PREFIX}:active"
 WORKERS = f"{PREFIX}:workers"
 # String, expiring: the worker whose watchdog has the turn to look at silent jobs.
 WATCHDOG_TURN = f"{PREFIX}:watchdog:turn"
+# Sorted set: "job_id:chunk" of a chunk whose next pass is further off than a
+# Celery countdown may be (a send window opening hours from now), scored by
+# when it is due (epoch s); the workers' releaser enqueues it then.
+PARKED = f"{PREFIX}:parked"
 OPTOUT = f"{PREFIX}:optout"  # set: E.164 numbers never to send to
 ACCOUNTS = f"{PREFIX}:accounts"  # hash: account name -> "kind\tsender", published by workers
 ROUTES = f"{PREFIX}:routes"  # hash: route name -> Route.to_json(), published by workers
+
+
+def parked(job_id: str, chunk_no: int) -> str:
+    """A parked chunk's member of ``PARKED``."""
+    return f"{job_id}:{chunk_no}"
 
 
 def job(job_id: str) -> str:

@@ -20,7 +20,13 @@ from typing import Any, cast
 import redis
 
 from producer.core import keys
-from producer.job import DEFAULT_DELIVERY_POLICY, DEFAULT_PRIORITY, DeliveryPolicy, Priority
+from producer.job import (
+    DEFAULT_DELIVERY_POLICY,
+    DEFAULT_PRIORITY,
+    DeliveryPolicy,
+    Priority,
+    SendWindow,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +44,7 @@ class JobSettings:
     callback_url: str | None = None
     transliterate: bool = False
     dedupe_minutes: int | None = None
+    send_window: SendWindow | None = None
 
     @property
     def at_most_once(self) -> bool:
@@ -64,6 +71,9 @@ def settings_of(raw_spec: bytes | str) -> JobSettings:
         callback_url=spec.get("callback_url"),
         transliterate=bool(spec.get("transliterate")),
         dedupe_minutes=spec.get("dedupe_minutes"),
+        send_window=SendWindow.model_validate(spec["send_window"])
+        if spec.get("send_window")
+        else None,
     )
 
 

@@ -7,6 +7,12 @@ long Celery ETA, nothing lost across worker restarts. A claim pushes the
 job's score a minute ahead instead of removing it, so a worker that dies
 between claim and enqueue leaves the job to be released again; the plan
 task removes it once it runs (planning twice is harmless).
+
+Parked chunks are released the same way: a chunk whose next pass is
+further off than a Celery countdown may be (``Timing.max_countdown_s``; a
+send window that opens tonight) is listed in ``smsbulk:parked``, scored by
+when it is due, instead of coming back every countdown to find nothing to
+send; the releaser enqueues its pass once due (at most ``POLL_S`` late).
 """
 
 from __future__ import annotations
@@ -42,15 +48,34 @@ def mark_queued(client: redis.Redis, job_id: str) -> str | None:
     return None if state is None else str(cast(bytes, state).decode())
 
 
+def unpark_due(client: redis.Redis) -> list[tuple[str, int]]:
+    """Due parked chunks, (job id, chunk), each taken off the set (unpark_due.lua)."""
+    due = cast(
+        list[bytes],
+        scripts.script("unpark_due")(keys=[keys.PARKED], args=[CLAIM_BATCH], client=client),
+    )
+    taken = []
+    for member in due:
+        job_id, _, chunk_no = member.decode().rpartition(":")
+        taken.append((job_id, int(chunk_no)))
+    return taken
+
+
 class Releaser(Periodic):
-    """Releases due scheduled jobs until stopped."""
+    """Releases due scheduled jobs and parked chunks until stopped."""
 
     failure_event = "release_failed"
 
-    def __init__(self, client: redis.Redis, enqueue: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        enqueue: Callable[[str], None],
+        enqueue_chunk: Callable[[str, int], None] | None = None,
+    ) -> None:
         super().__init__("smsbulk-scheduler", POLL_S)
         self.client = client
         self.enqueue = enqueue
+        self.enqueue_chunk = enqueue_chunk
 
     def release_once(self) -> int:
         released = 0
@@ -64,5 +89,18 @@ class Releaser(Periodic):
                 self.client.zrem(keys.SCHEDULED, job_id)
         return released
 
+    def release_parked(self) -> int:
+        if self.enqueue_chunk is None:
+            return 0
+        released = 0
+        while True:
+            due = unpark_due(self.client)
+            for job_id, chunk_no in due:
+                self.enqueue_chunk(job_id, chunk_no)
+            released += len(due)
+            if len(due) < CLAIM_BATCH:
+                return released
+
     def step(self) -> None:
         self.release_once()
+        self.release_parked()

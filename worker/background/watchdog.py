@@ -42,8 +42,9 @@ compare-and-set on each one's score, so a job is looked at once per
 ``stall_s``).
 
 Looking at jobs, by state: a queued job without a plan task anywhere gets
-one; a running job's chunks that are neither done, leased, nor referenced
-by a task waiting on a queue or held unacknowledged get one task each.
+one; a running job's chunks that are neither done, leased, parked (a send
+window opening later: worker/background/releaser.py) nor referenced by a
+task waiting on a queue or held unacknowledged get one task each.
 
 The queues and ``unacked`` are read once per look, for all of its jobs: a
 script pages through them, ``SNAPSHOT_PAGE`` messages a call so that Redis
@@ -255,6 +256,15 @@ def open_chunks(client: redis.Redis, job_id: str, n_chunks: int) -> list[int]:
     return [c for c, leased in zip(not_done, pipe.execute(), strict=True) if not leased]
 
 
+def _not_parked(client: redis.Redis, job_id: str, chunks: list[int]) -> list[int]:
+    """The chunks that are not parked (waiting in ``smsbulk:parked`` for the
+    releaser: a send window that opens later)."""
+    if not chunks:
+        return chunks
+    scores = client.zmscore(keys.PARKED, [keys.parked(job_id, c) for c in chunks])
+    return [c for c, score in zip(chunks, scores, strict=True) if score is None]
+
+
 def _bit(bitmap: bytes, n: int) -> bool:
     byte = n // 8
     return byte < len(bitmap) and bool(bitmap[byte] & (0x80 >> (n % 8)))
@@ -440,6 +450,7 @@ class Watchdog(Periodic):
             and not _bit(done, c)
             and (planned_from is None or c < planned_from)
         ]
+        lost = _not_parked(self.client, job.job_id, lost)
         # Next in line, whatever waits on the job's own queue.
         queue = keys.HIGH_QUEUE
         for chunk_no in lost:

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from producer.accounts import read_config_file
 from producer.errors import ConfigError
-from producer.job import field_path
+from producer.job import SendWindow, field_path, is_time_zone
 from producer.routes import Route, parse_routes
 from worker.providers.account import Account, NumberFormat
 from worker.providers.registry import adapter_class
@@ -49,6 +49,7 @@ class AccountTable(BaseModel):
     daily_max_parts: int | None = Field(default=None, ge=1)
     failover_after_failures: int = Field(default=3, ge=1)
     failover_cooldown_s: float = Field(default=30, gt=0)
+    send_window: SendWindow | None = None
 
 
 class SettingsTable(BaseModel):
@@ -60,6 +61,16 @@ class SettingsTable(BaseModel):
     # Where job callbacks may go (producer.destinations): read by producers too.
     callback_allow_private: StrictBool = False
     callback_allow_http: StrictBool = False
+    # The local time of a recipient whose number has no known time zone
+    # (send windows), unless its window names a zone.
+    default_timezone: str = "UTC"
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if not is_time_zone(value):
+            raise ValueError("not an IANA time zone name (e.g. Europe/Bucharest)")
+        return value
 
 
 @dataclass(frozen=True)
@@ -139,6 +150,7 @@ def parse_account(name: str, raw: dict[str, Any]) -> Account:
         daily_max_parts=table.daily_max_parts,
         failover_after_failures=table.failover_after_failures,
         failover_cooldown_s=table.failover_cooldown_s,
+        send_window=table.send_window,
     )
 
 

@@ -7,6 +7,10 @@ A route job's recipient is sent through the account its number's country
 picks (``Route.accounts_for``), the first of its list that is available, or
 the one it had moved on to; a one-account job's through its account.
 
+A recipient outside its send window (``clock``: its account's, for a job
+or account with a window) is held back: neither sent nor recorded, counted
+by the clock, which says when the soonest window opens.
+
 A job with ``transliterate`` sends each text as ``producer.transliterate``
 makes it, and counts its segments from that; without it no recipient pays
 anything for it.
@@ -19,10 +23,11 @@ from dataclasses import dataclass, field
 
 from producer.core.store import StoredMessage, StoredOutcome
 from producer.parts import count_parts
-from producer.phone import InvalidNumber, PhoneNumber, format_number, parse_number
+from producer.phone import InvalidNumber, PhoneNumber, format_number, parse_number, time_zones
 from producer.routes import Route
 from producer.transliterate import transliterate as to_gsm
 from worker.pipeline.outcomes import Place
+from worker.pipeline.send_window import WindowClock
 from worker.providers.base import Adapter, Recipient
 
 
@@ -42,8 +47,9 @@ def prepare(
     default_text: str | None,
     job_sender: str | None,
     transliterate: bool = False,
+    clock: WindowClock | None = None,
 ) -> tuple[list[Recipient], list[Rejection]]:
-    """A one-account job's recipients."""
+    """A one-account job's recipients to send now, and its rejections."""
     account = adapter.account
     sender = job_sender or account.sender
     recipients: list[Recipient] = []
@@ -54,12 +60,28 @@ def prepare(
         except InvalidNumber as error:
             rejections.append(Rejection(index, None, None, str(error)))
             continue
+        made: Recipient | Rejection | None
         made = _recipient(adapter, index, message, number, default_text, sender, transliterate)
+        if isinstance(made, Recipient) and clock is not None:
+            made = _in_window(clock, number, made)
         if isinstance(made, Rejection):
             rejections.append(made)
-        else:
+        elif made is not None:
             recipients.append(made)
     return recipients, rejections
+
+
+def _in_window(
+    clock: WindowClock, number: PhoneNumber, recipient: Recipient
+) -> Recipient | Rejection | None:
+    """The recipient if its window is open now; None if it is held back; a
+    rejection if its window never opens in all its zones at once."""
+    zones = time_zones(number)
+    admitted = clock.admits(zones)
+    if admitted is None:
+        reason = clock.never_reason(zones)
+        return Rejection(recipient.index, number.e164, recipient.segments, reason)
+    return recipient if admitted else None
 
 
 def _recipient(
@@ -109,13 +131,15 @@ def route(
     moving: frozenset[str] = frozenset(),
     holding: frozenset[str] = frozenset(),
     transliterate: bool = False,
+    clocks: Mapping[str, WindowClock] | None = None,
 ) -> Routed:
     """Each recipient on the account it stands on (its previous outcome's,
     else the first of its list), moved on past accounts that cannot send
     now: ``stopped`` (bad credentials: account → reason) and ``moving``
     (circuit open, daily cap reached). Moving on uses no attempt. On its
     last account, a stopped one fails it; one of ``holding`` (cooling down,
-    capped) holds it; any other sends (the probe of an open circuit)."""
+    capped) holds it; any other sends (the probe of an open circuit). A recipient outside the
+    send window of the account it would go through (``clocks``) is held back."""
     routed = Routed()
     for index, message in indexed:
         try:
@@ -144,7 +168,7 @@ def route(
             routed.held_on.add(name)
             continue
         adapter = adapters[name]
-        made = _recipient(
+        made: Recipient | Rejection | None = _recipient(
             adapter,
             index,
             message,
@@ -153,6 +177,11 @@ def route(
             job_sender or adapter.account.sender,
             transliterate,
         )
+        clock = clocks.get(name) if clocks else None
+        if isinstance(made, Recipient) and clock is not None:
+            made = _in_window(clock, number, made)
+        if made is None:
+            continue
         if isinstance(made, Rejection):
             made.account = name
             routed.rejections.append(made)

@@ -48,6 +48,7 @@ from worker.pipeline.rate_limit import Limits, RateLimiter
 from worker.pipeline.recipients import Rejection, prepare
 from worker.pipeline.recipients import route as route_recipients
 from worker.pipeline.retry import retry_delay_s
+from worker.pipeline.send_window import Window, WindowClock
 from worker.providers.account import Account
 from worker.providers.base import (
     Adapter,
@@ -236,6 +237,7 @@ class ChunkSender:
         route: Route | None = None,
         adapters: Mapping[str, Adapter] | None = None,
         guards: AccountGuards | None = None,
+        default_timezone: str = "UTC",
     ) -> None:
         self.store = store
         self.limiter = limiter
@@ -244,6 +246,7 @@ class ChunkSender:
         self.route = route
         self.adapters = dict(adapters or {adapter.account.name: adapter})
         self.guards = guards or AccountGuards()
+        self.default_timezone = default_timezone  # send windows: a number of no known zone
         self.lease_token = lease_token  # the chunk's lease this pass holds
         self.prepaid_parts = prepaid_parts  # capacity taken for adapter's account before the pass
         self.job = job
@@ -269,6 +272,7 @@ class ChunkSender:
         self._begun: set[str] = set()  # requests this pass marked sending
         self._places: dict[int, Place] = {}  # route jobs: each recipient's place on its list
         self._held_s: float | None = None  # recipients wait for an unavailable account
+        self._window_until: float | None = None  # monotonic: a send window admitted closes
 
     async def _commit(
         self,
@@ -337,12 +341,26 @@ class ChunkSender:
         unusable number or text, an opted-out number; on a route, a recipient
         whose accounts are all stopped) are recorded ``rejected`` (or ``failed``)."""
         settings = self.job.settings
+        now = datetime.now(UTC)
         if self.route is None:
+            clock = self._clock(self.account, now)
             recipients, rejections = prepare(
-                self.adapter, pending, settings.text, settings.sender, settings.transliterate
+                self.adapter,
+                pending,
+                settings.text,
+                settings.sender,
+                settings.transliterate,
+                clock,
             )
             groups = {self.account.name: recipients}
+            clocks = [clock] if clock is not None else []
         else:
+            windows = {
+                name: clock
+                for name in self.route.every_account()
+                if (clock := self._clock(self.adapters[name].account, now)) is not None
+            }
+            clocks = list(windows.values())
             stopped, moving, holding = await self._availability()
             routed = route_recipients(
                 self.route,
@@ -355,10 +373,13 @@ class ChunkSender:
                 moving,
                 frozenset(holding),
                 settings.transliterate,
+                windows,
             )
             groups, rejections, self._places = routed.groups, routed.rejections, routed.places
             if routed.held:
                 self._held_s = min(holding[name] for name in routed.held_on)
+        if clocks:
+            self._hold_for_windows(clocks)
         every = [r for group in groups.values() for r in group]
         blocked_numbers = await opted_out(self.store.redis, [r.e164 for r in every])
         if blocked_numbers:
@@ -384,6 +405,34 @@ class ChunkSender:
             }
         )
         return groups
+
+    def _clock(self, account: Account, now: datetime) -> WindowClock | None:
+        """The send window of the account's recipients (the job's, else the
+        account's), at ``now``; None without one (nothing is checked)."""
+        spec = self.job.settings.send_window or account.send_window
+        return None if spec is None else WindowClock(Window.of(spec), self.default_timezone, now)
+
+    def _hold_for_windows(self, clocks: list[WindowClock]) -> None:
+        """Once recipients are sorted by their windows: the chunk is looked
+        at again when the soonest window of those held back opens (or when
+        the job's validity ends, to expire them); the pass sends nothing
+        more once a window it admitted closes."""
+        closes = [c.closes_in_s for c in clocks if c.closes_in_s is not None]
+        if closes:
+            self._window_until = time.monotonic() + min(closes)
+        opens = [c.opens_in_s for c in clocks if c.opens_in_s is not None]
+        if not opens:
+            return
+        wait_s = min(opens)
+        deadline = deadline_s(self.job)
+        if deadline is not None:
+            wait_s = min(wait_s, max(deadline - now_s(), 0.0) + 0.5)
+        self._held_s = wait_s if self._held_s is None else min(self._held_s, wait_s)
+        self.log.info(
+            "recipients_outside_window",
+            held=sum(c.held for c in clocks),
+            look_again_in_s=round(wait_s, 1),
+        )
 
     def _on(self, name: str) -> str | None:
         """The account field of a route job's outcome (None: a one-account job's)."""
@@ -689,9 +738,12 @@ class ChunkSender:
         return then; else (False, None) once its rate-limit capacity is taken."""
         if self._stopped or self._lost:
             return True, None
-        out_of_time = time.monotonic() - self._started > self.timing.pass_budget_s
-        if out_of_time or await self.store.account_blocked(account.name):
-            # The next pass goes on (or fails the rest, for a stopped account).
+        now = time.monotonic()
+        out_of_time = now - self._started > self.timing.pass_budget_s
+        window_closed = self._window_until is not None and now >= self._window_until
+        if out_of_time or window_closed or await self.store.account_blocked(account.name):
+            # The next pass goes on (or fails the rest, for a stopped account;
+            # or holds them back, for a window that closed meanwhile).
             return True, 0.0
         if self._deferred is not None:
             # Another request of the pass found no capacity: the rest waits too.

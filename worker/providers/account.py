@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
+from producer.job import SendWindow
+
 NumberFormat = Literal["national", "00", "digits", "e164"]
 
 
@@ -37,3 +39,4 @@ class Account:
     daily_max_parts: int | None = None  # SMS parts a UTC day, every job and worker together
     failover_after_failures: int = 3  # consecutive failed requests that open the circuit
     failover_cooldown_s: float = 30.0  # how long it stays open before one probe
+    send_window: SendWindow | None = None  # for the jobs that set none (pipeline/send_window.py)

@@ -26,6 +26,7 @@ from producer.core import keys
 from producer.core.store import StoredOutcome, decode_outcome
 from tests.producer.test_control import mark_running
 from tests.worker.background.test_retention import ACCOUNT as RETENTION_ACCOUNT
+from worker.ops.config import SettingsTable
 from worker.ops.timing import Timing
 from worker.pipeline.guards import AccountGuards
 from worker.pipeline.rate_limit import Decision, Limits, RateLimiter
@@ -368,7 +369,7 @@ def test_a_deferred_chunk_reads_nothing_until_its_account_has_capacity(
         runtime = SimpleNamespace(
             store=store,
             limiter=limiter,
-            config=SimpleNamespace(accounts={"bulk": ACCOUNT}),
+            config=SimpleNamespace(accounts={"bulk": ACCOUNT}, settings=SettingsTable()),
             adapter=lambda account: adapter,
             account_for=lambda provider: ACCOUNT,
             route=lambda provider: None,
