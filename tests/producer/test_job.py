@@ -58,6 +58,15 @@ def refused_fields(raw: Any) -> list[str]:
         (job(priority="urgent"), "priority"),
         (job(provider="tpl", text=None, sender="S"), "template_id"),
         (job(provider="tpl", template_id="T"), "sender"),
+        (job(send_window={"start": "9:00", "end": "20:00"}), "send_window.start"),
+        (job(send_window={"start": "09:00", "end": "24:00"}), "send_window.end"),
+        (job(send_window={"start": "09:00"}), "send_window.end"),
+        (job(send_window={"start": "09:00", "end": "09:00"}), "send_window"),
+        (
+            job(send_window={"start": "09:00", "end": "20:00", "timezone": "Mars/Olympus"}),
+            "send_window.timezone",
+        ),
+        (job(send_window={"start": "09:00", "end": "20:00", "tz": "UTC"}), "send_window.tz"),
     ],
 )
 def test_refused_whole_naming_the_field(raw: dict[str, Any], field: str) -> None:

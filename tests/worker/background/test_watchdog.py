@@ -23,6 +23,7 @@ from producer.core.scripts import source
 from producer.core.store import now_s
 from tests.producer.test_control import mark_running, settle, submit
 from worker.background import retention, watchdog
+from worker.background.releaser import Releaser
 from worker.dev.launcher import wait_until
 from worker.pipeline.sending import fail_chunk
 from worker.store import JobRecord, ResultsStore
@@ -211,6 +212,28 @@ def test_a_job_that_needs_no_watch_is_unlisted(producer: Producer, state: str) -
     assert dog.sweep() == 0
     assert client.zscore(keys.ACTIVE, job_id) is None
     assert recorder.plans == recorder.chunks == []
+
+
+def test_a_parked_chunk_is_not_lost_and_a_released_one_is_the_releasers(
+    producer: Producer,
+) -> None:
+    """A chunk parked until its send window opens has no task anywhere by
+    design: the watchdog leaves it to the releaser, which enqueues it once
+    due and takes it off the set."""
+    client = producer.redis
+    job_id = running_job(producer, 300, 100)  # chunks 0-2, no task
+    client.zadd(keys.PARKED, {keys.parked(job_id, 1): now_s() + 3600})
+    client.zadd(keys.PARKED, {keys.parked(job_id, 2): now_s() - 1})  # due
+    dog, recorder = make_watchdog(client)
+    silence(client, job_id)
+    assert dog.sweep() == 1
+    assert recorder.chunks == [(job_id, 0, keys.HIGH_QUEUE)]
+    released: list[tuple[str, int]] = []
+    releaser = Releaser(client, lambda _: None, lambda j, c: released.append((j, c)))
+    assert releaser.release_parked() == 1
+    assert released == [(job_id, 2)]
+    assert client.zrange(keys.PARKED, 0, -1) == [keys.parked(job_id, 1).encode()]
+    assert releaser.release_parked() == 0
 
 
 def test_a_queued_job_whose_plan_task_was_lost_is_planned_again(producer: Producer) -> None:

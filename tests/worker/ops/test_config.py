@@ -70,6 +70,11 @@ def test_credentials_come_from_the_environment(
             lambda t: t + "[settings]\ncallback_allow_private = 1\n",
             "settings.callback_allow_private",
         ),
+        (
+            lambda t: t + "send_window = { start = '09:00', end = '9pm' }\n",
+            "providers.bulk.send_window.end",
+        ),
+        (lambda t: t + "[settings]\ndefault_timezone = 'Mars'\n", "settings.default_timezone"),
         (lambda t: t.replace("${KEY}", "${NOT_SET_ANYWHERE}"), "NOT_SET_ANYWHERE"),
         (lambda t: "[providers]\n", "providers"),
         (lambda t: t + "oops = [", "not valid TOML"),
@@ -82,6 +87,19 @@ def test_a_bad_setting_is_named(
     monkeypatch.setenv("KEY", "k")
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         load(tmp_path, change(GOOD))  # type: ignore[operator]
+
+
+def test_an_accounts_send_window_and_the_default_time_zone_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PARTNER", "p")
+    monkeypatch.setenv("KEY", "k")
+    text = GOOD + "send_window = { start = '09:00', end = '20:00' }\n"
+    config = load(tmp_path, text + "[settings]\ndefault_timezone = 'Africa/Nairobi'\n")
+    window = config.accounts["bulk"].send_window  # type: ignore[attr-defined]
+    assert (window.start, window.end, window.timezone) == ("09:00", "20:00", None)
+    assert config.settings.default_timezone == "Africa/Nairobi"  # type: ignore[attr-defined]
+    assert load(tmp_path, GOOD).settings.default_timezone == "UTC"  # type: ignore[attr-defined]
 
 
 def test_missing_config_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,8 +12,10 @@ import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, TypeVar, cast
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -23,7 +25,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from producer import Producer
 from producer.core import keys
-from producer.core.store import StoredOutcome, decode_outcome
+from producer.core.store import StoredOutcome, decode_outcome, now_s
+from producer.job import SendWindow
 from tests.producer.test_control import mark_running
 from tests.worker.background.test_retention import ACCOUNT as RETENTION_ACCOUNT
 from worker.ops.config import SettingsTable
@@ -415,3 +418,76 @@ def test_a_pass_that_lost_its_lease_begins_no_further_request(
     # Only the requests begun before the lease changed hands were sent.
     assert len(adapter.posts) <= REQUESTS_IN_FLIGHT_PER_CHUNK
     assert client.get(keys.lease(job_id, 0)) == b"another-pass"  # not released by the loser
+
+
+# --- send windows ----------------------------------------------------------------------
+
+KENYA = [f"+2547120000{i:02d}" for i in range(3)]
+NEW_YORK = [f"+121255500{i:02d}" for i in range(3)]
+
+
+def nairobi_window(**extra: Any) -> dict[str, Any]:
+    """A window open now in Nairobi for 30 minutes more (UTC+3 all year),
+    so closed in New York (7 or 8 hours behind) for hours."""
+    now = datetime.now(ZoneInfo("Africa/Nairobi"))
+    start, end = now - timedelta(minutes=10), now + timedelta(minutes=30)
+    return {"start": start.strftime("%H:%M"), "end": end.strftime("%H:%M"), **extra}
+
+
+def window_job(producer: Producer, **settings: Any) -> str:
+    job_id = producer.submit(
+        {
+            "provider": "bulk",
+            "text": "reminder",
+            "messages": [{"to": n} for n in KENYA + NEW_YORK],
+            **settings,
+        }
+    )
+    mark_running(producer.redis, job_id)
+    return job_id
+
+
+def test_a_pass_sends_the_recipients_inside_their_window_and_holds_the_others(
+    producer: Producer, redis_url: str
+) -> None:
+    job_id = window_job(producer, send_window=nairobi_window())
+    adapter = FakeAdapter(ACCOUNT)
+    result = on_valkey(redis_url, lambda c: one_pass(ResultsStore(c), adapter, job_id))
+    assert sorted(adapter.posts) == [0, 1, 2]  # Nairobi's
+    stored = outcomes(producer.redis, job_id)
+    assert all(stored[i].status == "accepted" for i in (0, 1, 2))
+    assert all(i not in stored or stored[i].status == "pending" for i in (3, 4, 5))
+    # Looked at again when New York's window opens: 6 h 50 to 8 h on.
+    assert result.next_pass_in_s is not None and 6.5 * 3600 < result.next_pass_in_s < 8 * 3600
+    assert not result.chunk_done
+
+
+def test_a_held_recipient_whose_validity_ends_first_is_looked_at_then_and_expires(
+    producer: Producer, redis_url: str
+) -> None:
+    job_id = window_job(producer, send_window=nairobi_window(), validity_minutes=1)
+    adapter = FakeAdapter(ACCOUNT)
+    result = on_valkey(redis_url, lambda c: one_pass(ResultsStore(c), adapter, job_id))
+    assert sorted(adapter.posts) == [0, 1, 2]
+    assert result.next_pass_in_s is not None and result.next_pass_in_s <= 61
+    producer.redis.hset(keys.job(job_id), "created_at", repr(now_s() - 120))  # validity over
+    result = on_valkey(redis_url, lambda c: one_pass(ResultsStore(c), adapter, job_id))
+    assert sorted(adapter.posts) == [0, 1, 2]  # never sent late
+    stored = outcomes(producer.redis, job_id)
+    assert [stored[i].status for i in (3, 4, 5)] == ["expired"] * 3
+    assert result.chunk_done
+
+
+def test_a_window_in_one_zone_for_everyone_and_an_accounts_default_window(
+    producer: Producer, redis_url: str
+) -> None:
+    job_id = window_job(producer, send_window=nairobi_window(timezone="Africa/Nairobi"))
+    adapter = FakeAdapter(ACCOUNT)
+    result = on_valkey(redis_url, lambda c: one_pass(ResultsStore(c), adapter, job_id))
+    assert sorted(adapter.posts) == list(range(6)) and result.chunk_done
+    # No window on the job: the account's.
+    job_id = window_job(producer)
+    windowed = replace(ACCOUNT, send_window=SendWindow.model_validate(nairobi_window()))
+    adapter = FakeAdapter(windowed)
+    result = on_valkey(redis_url, lambda c: one_pass(ResultsStore(c), adapter, job_id))
+    assert sorted(adapter.posts) == [0, 1, 2] and not result.chunk_done
