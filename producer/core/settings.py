@@ -38,6 +38,7 @@ class JobSettings:
     callback_url: str | None = None
     transliterate: bool = False
     dedupe_minutes: int | None = None
+    max_cost: str | None = None  # a decimal string, as submitted (a resume may raise it: cost_cap)
 
     @property
     def at_most_once(self) -> bool:
@@ -64,6 +65,7 @@ def settings_of(raw_spec: bytes | str) -> JobSettings:
         callback_url=spec.get("callback_url"),
         transliterate=bool(spec.get("transliterate")),
         dedupe_minutes=spec.get("dedupe_minutes"),
+        max_cost=spec.get("max_cost"),
     )
 
 
