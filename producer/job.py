@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictStr,
@@ -66,6 +67,15 @@ PauseReason = Literal["max_cost"]
 # in half) as ``string_unicode``, at no cost; a bare StrictStr would let it in.
 NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
 Text = Annotated[StrictStr, Field(min_length=0)]
+
+
+def _max_cost_form(value: object) -> object:
+    """The rule in words, before pydantic's pattern error could say it in a regex."""
+    parse_max_cost(value)
+    return value
+
+
+MaxCost = Annotated[StrictStr, Field(pattern=MAX_COST_FORM), BeforeValidator(_max_cost_form)]
 
 
 def is_job_id(value: str) -> bool:
@@ -139,7 +149,7 @@ class JobSpec(BaseModel):
             " minutes is rejected, naming the earlier send (at most 30 days)."
         ),
     )
-    max_cost: str | None = Field(
+    max_cost: MaxCost | None = Field(
         default=None,
         description=(
             "Spend cap, a decimal string in the accounts' currency: each provider request's"
@@ -148,15 +158,8 @@ class JobSpec(BaseModel):
             " not sent and the job is paused (pause_reason max_cost) until resumed with a"
             " higher cap. Every account the job may use needs a price_per_part."
         ),
-        json_schema_extra={"pattern": MAX_COST_FORM, "examples": ["25.50"]},
+        examples=["25.50"],
     )
-
-    @field_validator("max_cost", mode="before")
-    @classmethod
-    def _cost_form(cls, value: object) -> object:
-        if value is not None:
-            parse_max_cost(value)
-        return value
 
     @field_validator("schedule_at")
     @classmethod
@@ -203,7 +206,7 @@ class JobStatus(BaseModel):
     accounts: dict[str, dict[OutcomeStatus, int]]
     created_at: datetime
     finished_at: datetime | None = None
-    max_cost: str | None = Field(
+    max_cost: MaxCost | None = Field(
         default=None,
         description="The job's spend cap now (a resume may have raised it); null without one.",
     )

@@ -33,7 +33,7 @@ from producer.api.errors import Invalid, StreamBroken, error_middleware, json_er
 from producer.api.openapi import openapi_document
 from producer.client import NoSuchJob, Producer, redis_url_from_env
 from producer.errors import ConfigError
-from producer.job import MAX_COST_FORM, JobStatus, Outcome, is_job_id, refusal_from
+from producer.job import JobStatus, MaxCost, Outcome, is_job_id, refusal_from
 from producer.results import ENCODERS, MEDIA_TYPES, next_batch
 
 TOKEN_ENV = "SMSBULK_API_TOKEN"
@@ -69,14 +69,14 @@ class ResumeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_cost: str | None = Field(
+    max_cost: MaxCost | None = Field(
         default=None,
         description=(
             "A new spend cap for a job submitted with max_cost (a decimal string): set even if"
             " the job is not paused; refused below what the job has spent. Without it the"
             " cap stays."
         ),
-        json_schema_extra={"pattern": MAX_COST_FORM, "examples": ["40.00"]},
+        examples=["40.00"],
     )
 
 
