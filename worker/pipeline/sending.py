@@ -618,10 +618,12 @@ class ChunkSender:
             )
             for r, result in zip(batch, sent.results, strict=True)
         }
-        if self.dedupe is not None or reserved:
-            unsent = batch if nothing_sent else _refused(batch, sent, outcomes)
-            await self._release(unsent)
-            await self._refund(account, reserved, unsent, batch)
+        if self.dedupe is not None:
+            await self._release(batch if nothing_sent else _refused(batch, sent, outcomes))
+        if reserved:
+            await self._refund(
+                account, reserved, batch if nothing_sent else _not_taken(batch, sent), batch
+            )
         await self._record(request_id, sending, sent, outcomes, started, account)
         await self._heed(account, sent, outcomes)
         pending = [o for o in outcomes.values() if o.status == "pending"]
@@ -869,6 +871,16 @@ def _refused(
         for r, result in zip(batch, sent.results, strict=True)
         if result.verdict in (Verdict.FAILED, Verdict.RETRY)
         and outcomes[r.index].status == "failed"
+    ]
+
+
+def _not_taken(batch: list[Recipient], sent: SendResult) -> list[Recipient]:
+    """The recipients the provider said it did not take (refused, or "not
+    sent, try again"): they cost nothing (a retry reserves its cost again)."""
+    return [
+        r
+        for r, result in zip(batch, sent.results, strict=True)
+        if result.verdict in (Verdict.FAILED, Verdict.RETRY)
     ]
 
 
