@@ -206,7 +206,7 @@ class JobStatus(BaseModel):
     accounts: dict[str, dict[OutcomeStatus, int]]
     created_at: datetime
     finished_at: datetime | None = None
-    max_cost: MaxCost | None = Field(
+    max_cost: str | None = Field(
         default=None,
         description="The job's spend cap now (a resume may have raised it); null without one.",
     )

@@ -700,6 +700,7 @@ class ChunkSender:
                         segments=r.segments,
                         error=reason,
                         account=self._on(account.name),
+                        since=self._places[r.index].since if r.index in self._places else None,
                     )
                     for r in batch
                 },
