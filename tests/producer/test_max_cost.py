@@ -19,6 +19,7 @@ from producer.core import keys
 from producer.core.money import micros
 from producer.core.scripts import script
 from producer.core.settings import job_settings
+from producer.estimate import CapEstimate, estimate_job
 from producer.routes import Route
 from producer.validation import validate_job
 from tests.conftest import FAST, sandbox_account
@@ -211,6 +212,19 @@ def test_resume_with_a_cap_of_an_ended_or_unknown_job(
     assert priced.status(job_id).max_cost == "1"
     with pytest.raises(NoSuchJob):
         priced.resume("nope", "2")
+
+
+# --- estimate -------------------------------------------------------------------
+
+
+def test_estimate_says_whether_the_cap_covers_the_job() -> None:
+    messages = [{"to": f"07{20000000 + i}"} for i in range(10)]  # 10 parts: 0.50
+    under = estimate_job(validate_job(job(max_cost="0.40", messages=messages), ACCOUNTS), ACCOUNTS)
+    assert under.spend_cap is not None
+    assert (under.total.cost, under.spend_cap.covers) == ("0.50", False)
+    enough = validate_job(job(max_cost="0.5", messages=messages), ACCOUNTS)
+    assert estimate_job(enough, ACCOUNTS).spend_cap == CapEstimate(max_cost="0.5", covers=True)
+    assert estimate_job(validate_job(job(), ACCOUNTS), ACCOUNTS).spend_cap is None
 
 
 # --- the registry -----------------------------------------------------------------
