@@ -339,6 +339,10 @@ def test_a_job_without_max_cost_makes_no_spend_cap_call(
     async def refuse(*_: object) -> spend_cap.Reservation:
         raise AssertionError("a spend cap call")
 
+    def never(*_: object) -> None:
+        raise AssertionError("a spend cap made")
+
+    monkeypatch.setattr(SpendCap, "__init__", never)
     monkeypatch.setattr(SpendCap, "reserve", refuse)
     monkeypatch.setattr(SpendCap, "give_back", refuse)
     job_id = producer.submit(
