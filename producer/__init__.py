@@ -5,11 +5,12 @@ Other applications install and import this package only; it never imports
 """
 
 from producer.client import NoSuchJob, Producer
-from producer.control import InvalidRetry, JobStateConflict
+from producer.control import InvalidResume, InvalidRetry, JobStateConflict
 from producer.errors import SmsbulkError
 from producer.job import Job, JobExists, JobRefused, JobSpec, JobStatus, Message, Outcome
 
 __all__ = [
+    "InvalidResume",
     "InvalidRetry",
     "JobStateConflict",
     "Job",

@@ -56,7 +56,7 @@ class AccountInfo:
     name: str
     kind: str
     sender: str | None = None
-    # For `estimate` (read from the file only; the Redis registry has none).
+    # For `estimate` and `max_cost` (the file's; workers publish them in the registry).
     price_per_part: Decimal | None = None
     currency: str | None = None
     facts: KindInfo = KindInfo()
@@ -172,8 +172,13 @@ def load_accounts(
 
 
 def registry_value(account: AccountInfo) -> str:
-    """``kind<TAB>sender<TAB>flags``: what a worker publishes of an account."""
-    return f"{account.kind}\t{account.sender or ''}\t{account.facts.flags()}"
+    """``kind<TAB>sender<TAB>flags<TAB>price_per_part<TAB>currency``: what a
+    worker publishes of an account (empty where it has none)."""
+    price = "" if account.price_per_part is None else str(account.price_per_part)
+    return (
+        f"{account.kind}\t{account.sender or ''}\t{account.facts.flags()}"
+        f"\t{price}\t{account.currency or ''}"
+    )
 
 
 def _registered(client: redis.Redis) -> dict[str, AccountInfo]:
@@ -193,7 +198,13 @@ def _registered_routes(
 
 
 def _from_registry(name: str, value: bytes) -> AccountInfo:
-    # A worker of an earlier release published two fields: no flags.
-    kind, _, rest = value.decode().partition("\t")
-    sender, _, flags = rest.partition("\t")
-    return AccountInfo(name, kind, sender or None, facts=KindInfo.from_flags(flags))
+    # A worker of an earlier release published two or three fields: no flags, no price.
+    kind, sender, flags, price, currency = [*value.decode().split("\t"), "", "", "", ""][:5]
+    return AccountInfo(
+        name,
+        kind,
+        sender or None,
+        Decimal(price) if price else None,
+        currency or None,
+        KindInfo.from_flags(flags),
+    )

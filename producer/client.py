@@ -254,10 +254,21 @@ class Producer:
         self._controlled(job_id, control.pause(self.redis, job_id), "pause")
         return self.status(job_id)
 
-    def resume(self, job_id: str) -> JobStatus:
+    def resume(self, job_id: str, max_cost: str | None = None) -> JobStatus:
+        """Resume a paused job. ``max_cost``: a new spend cap for a job
+        submitted with one (without it the cap stays), set even if the job
+        is not paused; refused (InvalidResume, naming ``max_cost``) below
+        what the job has spent already."""
         settings = job_settings(self.redis, job_id)
         if settings is None:
             raise NoSuchJob(job_id)
+        if max_cost is not None:
+            try:
+                ended = control.set_max_cost(self.redis, job_id, max_cost, settings.max_cost)
+            except KeyError:
+                raise NoSuchJob(job_id) from None
+            if ended is not None:
+                raise JobStateConflict(f"job is {ended}: nothing to resume")
         schedule_s = settings.schedule_s or 0.0
         outcome = control.resume(self.redis, job_id, schedule_s)
         state = self._controlled(job_id, outcome, "resume")

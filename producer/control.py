@@ -22,8 +22,10 @@ from typing import cast
 import redis
 
 from producer.core import keys, scripts
+from producer.core.money import decimal_string, micros
 from producer.core.store import STATUS_CODES, block_count, now_s
 from producer.errors import SmsbulkError
+from producer.job import parse_max_cost
 
 RETRYABLE_STATUSES = ("failed", "unknown", "expired", "cancelled")
 
@@ -41,6 +43,15 @@ class JobStateConflict(SmsbulkError):
 
 class InvalidRetry(SmsbulkError, ValueError):
     """Statuses that retry does not take (HTTP 422, exit 2)."""
+
+
+class InvalidResume(SmsbulkError, ValueError):
+    """A ``max_cost`` that resume does not take (HTTP 422, exit 2); the
+    message names the field."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(f"max_cost: {msg}")
+        self.errors = [{"field": "max_cost", "msg": msg, "type": "value_error"}]
 
 
 def _transition(
@@ -66,6 +77,34 @@ def pause(client: redis.Redis, job_id: str) -> tuple[str, bool] | None:
 
 def resume(client: redis.Redis, job_id: str, schedule_s: float) -> tuple[str, bool] | None:
     return _transition(client, "resume_job", job_id, repr(schedule_s), job_id, repr(now_s()))
+
+
+def set_max_cost(
+    client: redis.Redis, job_id: str, max_cost: str, submitted: str | None
+) -> str | None:
+    """Give a job a new spend cap (set_max_cost.lua) before it is resumed;
+    ``submitted``: the job's own ``max_cost`` (None: it has none). Returns
+    None once set, else the state of a job that has ended (unchanged);
+    raises InvalidResume for a malformed cap, a job without a cap, or a cap
+    below what its requests have reserved already. Raises KeyError if
+    there is no such job."""
+    try:
+        units = micros(parse_max_cost(max_cost), round_up=False)
+    except ValueError as error:
+        raise InvalidResume(str(error)) from None
+    if submitted is None:
+        raise InvalidResume(
+            "the job was submitted without a spend cap; one cannot be added on resume"
+        )
+    raw = scripts.script("set_max_cost")(keys=[keys.job(job_id)], args=[units], client=client)
+    if raw is None:
+        raise KeyError(job_id)
+    answer, spent = (part.decode() if isinstance(part, bytes) else str(part) for part in raw)
+    if answer == "low":
+        raise InvalidResume(
+            f"{max_cost} is below what the job has spent already ({decimal_string(int(spent))})"
+        )
+    return None if answer == "set" else answer
 
 
 def reopen_for_retry(

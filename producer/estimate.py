@@ -13,6 +13,8 @@ the account the recipient would go to first: the first of its number's
 region's list (a number that does not parse takes the route's ``accounts``);
 ``accounts`` breaks the estimate down by account, for every job.
 
+A job with ``max_cost`` is told whether the total is within it (``spend_cap``).
+
 Messages, totals and cost count each text as the job sends it: transliterated
 (``producer.transliterate``) when the job says ``transliterate``.
 ``transliteration`` gives the job's parts both ways, whatever the job says,
@@ -77,6 +79,15 @@ class TransliterationEstimate(BaseModel):
     replaced_chars: list[str]  # distinct, first appearance first
 
 
+class CapEstimate(BaseModel):
+    """A job with ``max_cost``: whether the estimated total is within it
+    (null when the total has no cost). A route job's recipients are priced
+    at their first accounts: failing over may cost more."""
+
+    max_cost: str
+    covers: bool | None
+
+
 class Estimate(BaseModel):
     provider: str
     template: bool
@@ -84,14 +95,21 @@ class Estimate(BaseModel):
     total: EstimateTotal
     accounts: dict[str, AccountEstimate] = {}
     transliteration: TransliterationEstimate | None = None
+    spend_cap: CapEstimate | None = None
 
 
 def estimate_job(job: Job, accounts: Mapping[str, AccountInfo]) -> Estimate:
     """The estimate of a validated job, on its account or its route."""
     route = routes_of(accounts).get(job.provider)
     if route is None or job.provider in accounts:
-        return estimate(job, accounts[job.provider])
-    return route_estimate(job, route, accounts)
+        result = estimate(job, accounts[job.provider])
+    else:
+        result = route_estimate(job, route, accounts)
+    if job.max_cost is not None:
+        cost = result.total.cost
+        covers = None if cost is None else Decimal(cost) <= Decimal(job.max_cost)
+        result.spend_cap = CapEstimate(max_cost=job.max_cost, covers=covers)
+    return result
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -16,6 +17,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictStr,
@@ -33,6 +35,14 @@ MAX_VALIDITY_MINUTES = 43_200  # 30 days
 MAX_DEDUPE_MINUTES = 43_200  # 30 days
 MAX_SCHEDULE_AHEAD = timedelta(days=90)
 MAX_REF_CHARS = 256
+# max_cost: a decimal string; whole millionths of it must stay exact in a
+# Lua number (a double: integers to 2**53), so at most 9 digits before the point.
+MAX_COST_FORM = r"^[0-9]{1,9}(\.[0-9]{1,6})?$"
+_MAX_COST = re.compile(MAX_COST_FORM)
+MAX_COST_RULE = (
+    'must be a decimal string such as "25.50": above 0, at most 999999999.999999, '
+    "at most 6 decimal places"
+)
 
 DeliveryPolicy = Literal["at_most_once", "at_least_once"]
 Priority = Literal["high", "normal"]
@@ -52,6 +62,8 @@ FINAL_STATUSES: tuple[OutcomeStatus, ...] = (
     "unknown",
 )
 JobState = Literal["scheduled", "queued", "running", "paused", "completed", "cancelled"]
+# Why a paused job is paused, when not by a caller's pause.
+PauseReason = Literal["max_cost"]
 
 # Every string of a job is length-constrained: pydantic-core then reads it as
 # Unicode and refuses a lone surrogate (a JavaScript client cutting an emoji
@@ -60,9 +72,25 @@ NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
 Text = Annotated[StrictStr, Field(min_length=0)]
 
 
+def _max_cost_form(value: object) -> object:
+    """The rule in words, before pydantic's pattern error could say it in a regex."""
+    parse_max_cost(value)
+    return value
+
+
+MaxCost = Annotated[StrictStr, Field(pattern=MAX_COST_FORM), BeforeValidator(_max_cost_form)]
+
+
 def is_job_id(value: str) -> bool:
     """Has ``value`` the form of a job id? Keys are built only from such ids."""
     return _JOB_ID.fullmatch(value) is not None
+
+
+def parse_max_cost(value: object) -> Decimal:
+    """A ``max_cost`` (job or resume) as a Decimal; ValueError naming the rule."""
+    if not isinstance(value, str) or not _MAX_COST.fullmatch(value) or Decimal(value) <= 0:
+        raise ValueError(MAX_COST_RULE)
+    return Decimal(value)
 
 
 class Message(BaseModel):
@@ -179,6 +207,17 @@ class JobSpec(BaseModel):
             " minutes is rejected, naming the earlier send (at most 30 days)."
         ),
     )
+    max_cost: MaxCost | None = Field(
+        default=None,
+        description=(
+            "Spend cap, a decimal string in the accounts' currency: each provider request's"
+            " cost (parts x the sending account's price_per_part) is reserved against it"
+            " before the request goes, across every worker; a request that would pass it is"
+            " not sent and the job is paused (pause_reason max_cost) until resumed with a"
+            " higher cap. Every account the job may use needs a price_per_part."
+        ),
+        examples=["25.50"],
+    )
 
     send_window: SendWindow | None = Field(
         default=None,
@@ -233,6 +272,25 @@ class JobStatus(BaseModel):
     accounts: dict[str, dict[OutcomeStatus, int]]
     created_at: datetime
     finished_at: datetime | None = None
+    max_cost: str | None = Field(
+        default=None,
+        description="The job's spend cap now (a resume may have raised it); null without one.",
+    )
+    spent: str | None = Field(
+        default=None,
+        description=(
+            "A job with max_cost: the cost reserved by its provider requests that went"
+            " (decimal string, in the accounts' currency; given back for requests that"
+            " provably sent nothing); null without a cap."
+        ),
+    )
+    pause_reason: PauseReason | None = Field(
+        default=None,
+        description=(
+            "Why a paused job is paused: max_cost (its cap refused a request; resume with a"
+            " higher max_cost); null otherwise (a paused job was then paused by a caller)."
+        ),
+    )
 
 
 class JobRefused(SmsbulkError, ValueError):

@@ -157,6 +157,9 @@ def open_job(
         errors += _account_errors(spec, account, accounts)
     if spec is not None:
         errors += _callback_errors(spec, callbacks)
+    if spec is not None and spec.max_cost is not None:
+        names = [spec.provider] if account else route.every_account() if route else []
+        errors += _cost_errors([accounts[n] for n in names if n in accounts])
     return JobCheck(spec, account, errors, texts), messages
 
 
@@ -216,6 +219,32 @@ def _account_errors(
     if account.needs_sender and not (spec.sender or account.sender):
         errors.append(_error("sender", f"required for {account.kind} (in the job or the account)"))
     return errors
+
+
+def _cost_errors(priced: list[AccountInfo]) -> list[dict[str, Any]]:
+    """A spend cap needs the price of every account the job may use, in one currency."""
+    unpriced = [a.name for a in priced if a.price_per_part is None]
+    if unpriced:
+        return [
+            _error(
+                "max_cost",
+                f"account {', '.join(unpriced)} has no price_per_part: a spend cap needs the "
+                "price of every account the job may use (set price_per_part and currency)",
+            )
+        ]
+    currencies: dict[str, list[str]] = {}
+    for account in priced:
+        currencies.setdefault(account.currency or "no currency", []).append(account.name)
+    if len(currencies) > 1:
+        said = "; ".join(f"{c}: {', '.join(names)}" for c, names in sorted(currencies.items()))
+        return [
+            _error(
+                "max_cost",
+                f"the accounts the job may use price in different currencies ({said}): "
+                "one cap cannot add them up",
+            )
+        ]
+    return []
 
 
 def _route_errors(

@@ -101,8 +101,8 @@ def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
 @signals.worker_init.connect
 def _check_config(**_: Any) -> None:
     """Fail at start-up, naming the key, if the accounts are misconfigured;
-    then publish account names and kinds, and the routes, for producers on
-    other hosts."""
+    then publish account names, kinds and prices, and the routes, for
+    producers on other hosts."""
 
     from producer.accounts import AccountInfo, registry_value
     from worker.ops.config import load_config
@@ -123,7 +123,9 @@ def _check_config(**_: Any) -> None:
                         name,
                         account.kind,
                         account.sender,
-                        facts=adapter_class(account.kind).kind_info(),
+                        account.price_per_part,
+                        account.currency,
+                        adapter_class(account.kind).kind_info(),
                     )
                 )
                 for name, account in config.accounts.items()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from producer import (
+    InvalidResume,
     InvalidRetry,
     JobExists,
     JobRefused,
@@ -137,8 +138,13 @@ def cmd_results(args: argparse.Namespace, producer: Producer) -> int:
 
 
 def cmd_control(args: argparse.Namespace, producer: Producer) -> int:
-    action = {"cancel": producer.cancel, "pause": producer.pause, "resume": producer.resume}
+    action = {"cancel": producer.cancel, "pause": producer.pause}
     _print_json(action[args.command](args.job_id).model_dump(mode="json"))
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace, producer: Producer) -> int:
+    _print_json(producer.resume(args.job_id, args.max_cost).model_dump(mode="json"))
     return 0
 
 
@@ -279,10 +285,16 @@ def build_parser() -> argparse.ArgumentParser:
     for verb, what in (
         ("cancel", "cancel a job: recipients not yet sent become cancelled"),
         ("pause", "pause a job: no new provider request starts until resume"),
-        ("resume", "resume a paused job"),
     ):
         p = sub.add_parser(verb, help=what)
         p.add_argument("job_id")
+    p = sub.add_parser("resume", help="resume a paused job")
+    p.add_argument("job_id")
+    p.add_argument(
+        "--max-cost",
+        metavar="X",
+        help="a new spend cap (decimal) for a job submitted with max_cost; else it stays",
+    )
     p = sub.add_parser("retry", help="send a finished job's failed/unknown recipients again")
     p.add_argument("job_id")
     p.add_argument("--status", default="failed,unknown", help="comma-separated final statuses")
@@ -327,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
 PRODUCER_COMMANDS: dict[str, Callable[[argparse.Namespace, Producer], int]] = {
     "cancel": cmd_control,
     "pause": cmd_control,
-    "resume": cmd_control,
+    "resume": cmd_resume,
     "retry": cmd_retry,
     "optout": cmd_optout,
     "submit": cmd_submit,
@@ -349,7 +361,7 @@ STANDALONE_COMMANDS = {
 }
 # The errors a command reports in one line: (prefix, exit code); others are bugs.
 REPORTED: tuple[tuple[tuple[type[SmsbulkError], ...], str, int], ...] = (
-    ((UsageError, JobRefused, InvalidRetry), "invalid input: ", 2),
+    ((UsageError, JobRefused, InvalidRetry, InvalidResume), "invalid input: ", 2),
     ((ConfigError,), "configuration error: ", 2),
     ((NoSuchJob,), "no such job: ", 1),
     ((JobExists,), "job exists: ", 1),

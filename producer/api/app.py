@@ -33,7 +33,7 @@ from producer.api.errors import Invalid, StreamBroken, error_middleware, json_er
 from producer.api.openapi import openapi_document
 from producer.client import NoSuchJob, Producer, redis_url_from_env
 from producer.errors import ConfigError
-from producer.job import JobStatus, Outcome, is_job_id, refusal_from
+from producer.job import JobStatus, MaxCost, Outcome, is_job_id, refusal_from
 from producer.results import ENCODERS, MEDIA_TYPES, next_batch
 
 TOKEN_ENV = "SMSBULK_API_TOKEN"
@@ -61,6 +61,22 @@ class RetryRequest(BaseModel):
         default_factory=lambda: list[RetryStatus](["failed", "unknown"]),
         min_length=1,
         description="Recipients with these final statuses are sent again.",
+    )
+
+
+class ResumeRequest(BaseModel):
+    """The body of ``POST /v1/jobs/{job_id}/resume``; an empty body resumes as it is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_cost: MaxCost | None = Field(
+        default=None,
+        description=(
+            "A new spend cap for a job submitted with max_cost (a decimal string): set even if"
+            " the job is not paused; refused below what the job has spent. Without it the"
+            " cap stays."
+        ),
+        examples=["40.00"],
     )
 
 
@@ -219,6 +235,18 @@ def _control(action: str) -> Callable[[web.Request], Any]:
     return handler
 
 
+async def resume_job(request: web.Request) -> web.Response:
+    state, job_id = _state(request), _job_id(request)
+    body = await _body(request)
+    try:
+        wanted = ResumeRequest.model_validate_json(body if body.strip() else b"{}")
+    except ValidationError as error:
+        raise refusal_from(error) from None
+    status = await state.call(state.producer.resume, job_id, wanted.max_cost)
+    log.info("job control", action="resume", job_id=job_id, state=status.state)
+    return _status_response(status)
+
+
 async def retry_job(request: web.Request) -> web.Response:
     state, job_id = _state(request), _job_id(request)
     body = await _body(request)
@@ -312,7 +340,7 @@ def create_app(
         executor=ThreadPoolExecutor(threads, thread_name_prefix="smsbulk-api"),
         token_digest=None if token is None else _digest(token.strip()),
         max_body_bytes=max_body_bytes,
-        openapi=openapi_document(RetryRequest),
+        openapi=openapi_document(RetryRequest, ResumeRequest),
     )
     app = web.Application(
         middlewares=[error_middleware(partial(authorized, state))], client_max_size=max_body_bytes
@@ -322,8 +350,9 @@ def create_app(
     app.router.add_get("/v1/jobs", list_jobs)
     app.router.add_get("/v1/jobs/{job_id}", job_status)
     app.router.add_get("/v1/jobs/{job_id}/results", job_results)
-    for action in ("cancel", "pause", "resume"):
+    for action in ("cancel", "pause"):
         app.router.add_post(f"/v1/jobs/{{job_id}}/{action}", _control(action))
+    app.router.add_post("/v1/jobs/{job_id}/resume", resume_job)
     app.router.add_post("/v1/jobs/{job_id}/retry", retry_job)
     app.router.add_get("/v1/optouts", list_optouts)
     app.router.add_post("/v1/optouts", add_optouts)

@@ -13,7 +13,7 @@ from aiohttp.typedefs import Handler, Middleware
 from redis.exceptions import RedisError
 
 from producer.client import NoSuchJob
-from producer.control import InvalidRetry, JobStateConflict
+from producer.control import InvalidResume, InvalidRetry, JobStateConflict
 from producer.errors import ConfigError, SmsbulkError
 from producer.job import JobExists, JobRefused
 
@@ -67,7 +67,7 @@ def error_response(request: web.Request, error: Exception) -> web.Response:
     """The JSON answer for an exception raised by a handler."""
     if isinstance(error, web.HTTPException):
         return _http_error(request, error)
-    if isinstance(error, JobRefused | Invalid):
+    if isinstance(error, JobRefused | Invalid | InvalidResume):
         return invalid(error.errors)
     if isinstance(error, InvalidRetry):
         return invalid([{"field": "statuses", "msg": str(error), "type": "value_error"}])

@@ -153,7 +153,15 @@ def _paths() -> dict[str, Any]:
             "cancel", "Recipients not yet sent become cancelled; in-flight requests finish."
         ),
         "/v1/jobs/{job_id}/pause": _control("pause", "No request of the job starts until resume."),
-        "/v1/jobs/{job_id}/resume": _control("resume", "Resume a paused job."),
+        "/v1/jobs/{job_id}/resume": {
+            "post": {
+                "operationId": "resumeJob",
+                "summary": "Resume a paused job; a body may raise its max_cost.",
+                "parameters": [JOB_ID],
+                "requestBody": {"required": False, "content": _json(_ref("ResumeRequest"))},
+                "responses": {"200": STATUS, **_errors("404", "409", "413", "422")},
+            }
+        },
         "/v1/jobs/{job_id}/retry": {
             "post": {
                 "operationId": "retryJob",
@@ -260,9 +268,10 @@ def _optout_schemas() -> dict[str, Any]:
     return schemas
 
 
-def _schemas(retry_model: type[BaseModel]) -> dict[str, Any]:
+def _schemas(*body_models: type[BaseModel]) -> dict[str, Any]:
     schemas: dict[str, Any] = {**_components(job_schema())}
-    for model in (JobStatus, Outcome, retry_model):
+    models: tuple[type[BaseModel], ...] = (JobStatus, Outcome, *body_models)
+    for model in models:
         schemas.update(_components(model.model_json_schema(mode="serialization")))
     schemas.update(
         Accepted=_object({"job_id": {"type": "string"}}),
@@ -292,7 +301,8 @@ def _object(properties: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": list(properties)}
 
 
-def openapi_document(retry_model: type[BaseModel]) -> dict[str, Any]:
+def openapi_document(*body_models: type[BaseModel]) -> dict[str, Any]:
+    """The document; ``body_models``: the API's own request bodies (retry's, resume's)."""
     error = _ref("Error")
     return {
         "openapi": "3.1.0",
@@ -311,7 +321,7 @@ def openapi_document(retry_model: type[BaseModel]) -> dict[str, Any]:
                     "description": "The value of SMSBULK_API_TOKEN.",
                 }
             },
-            "schemas": _schemas(retry_model),
+            "schemas": _schemas(*body_models),
             "responses": {
                 "Unauthorized": {
                     "description": "Missing or wrong bearer token.",

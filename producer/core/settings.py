@@ -45,6 +45,7 @@ class JobSettings:
     transliterate: bool = False
     dedupe_minutes: int | None = None
     send_window: SendWindow | None = None
+    max_cost: str | None = None  # a decimal string, as submitted (a resume may raise it: cost_cap)
 
     @property
     def at_most_once(self) -> bool:
@@ -74,6 +75,7 @@ def settings_of(raw_spec: bytes | str) -> JobSettings:
         send_window=SendWindow.model_validate(spec["send_window"])
         if spec.get("send_window")
         else None,
+        max_cost=spec.get("max_cost"),
     )
 
 

@@ -19,8 +19,9 @@ JOB_STATES: tuple[JobState, ...] = get_args(JobState)
 
 # Every move of a job from one state to another (None: the job does not
 # exist yet), and the scripts (producer/core/lua/) that make it: commit_job;
-# mark_queued (the releaser); mark_running (the plan); pause_job and
-# resume_job; cancel_job; finish_if_final (the last commit); reopen_job (retry).
+# mark_queued (the releaser); mark_running (the plan); pause_job, cost_reserve
+# (a job's max_cost reached) and resume_job; cancel_job; finish_if_final (the
+# last commit); reopen_job (retry).
 TRANSITIONS: dict[JobState | None, frozenset[JobState]] = {
     None: frozenset({"scheduled", "queued"}),  # submission
     "scheduled": frozenset({"queued", "running", "paused", "cancelled"}),  # release, plan

@@ -8,7 +8,10 @@ Layout (key names in ``producer.core.keys``):
   while a retry's reset is owed ``retry`` (the status codes to reset) and
   ``retry_next`` (the first block not reset yet; ``producer.control``), and
   one counter ``n:{code}`` per final status (codes in STATUS_CODES).
-  Pending = total - sum of the counters.
+  Pending = total - sum of the counters. A job with ``max_cost``:
+  ``cost_spent`` (millionths reserved by its requests; ``producer.core.money``),
+  ``cost_cap`` (millionths, once a resume set a new cap; else the spec's), and
+  ``pause_reason`` (``max_cost``) once its cap paused it, until resumed.
 - ``job:{id}:m:{block}`` string: the block's messages as a JSON array of
   compact tuples ``[to, text, params, ref]`` (trailing nulls dropped).
 - ``job:{id}:o:{block}`` hash: message index -> compact outcome tuple.
@@ -27,11 +30,13 @@ import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, NamedTuple, cast
 
 import redis
 
 from producer.core import keys
+from producer.core.money import decimal_string, micros
 from producer.job import FINAL_STATUSES, JobStatus, Message, Outcome, OutcomeStatus
 
 STATUS_CODES: dict[str, str] = {
@@ -127,16 +132,31 @@ def status_from_hash(job_id: str, fields: Mapping[bytes, bytes]) -> JobStatus:
     counts = {"pending": total - sum(counts.values()), **counts}
     spec = json.loads(fields[b"spec"])
     finished = fields.get(b"finished_at")
+    state = fields[b"state"].decode()
+    cap = cost_cap(fields, spec.get("max_cost"))
+    reason = fields.get(b"pause_reason")
     return JobStatus(
         job_id=job_id,
         provider=spec["provider"],
-        state=fields[b"state"].decode(),  # type: ignore[arg-type]
+        state=state,  # type: ignore[arg-type]
         total=total,
         counts=counts,
         accounts=_account_counts(fields, spec["provider"], counts),
         created_at=iso(float(fields[b"created_at"])),  # type: ignore[arg-type]
         finished_at=iso(float(finished)) if finished else None,
+        max_cost=None if cap is None else decimal_string(cap),
+        spent=None if cap is None else decimal_string(int(fields.get(b"cost_spent", 0))),
+        pause_reason=reason.decode() if reason and state == "paused" else None,  # type: ignore[arg-type]
     )
+
+
+def cost_cap(fields: Mapping[bytes, bytes], submitted: str | None) -> int | None:
+    """A job's spend cap in millionths: a resume's (``cost_cap``), else the
+    one it was submitted with; None for a job without one."""
+    if submitted is None:
+        return None
+    raised = fields.get(b"cost_cap")
+    return int(raised) if raised is not None else micros(Decimal(submitted), round_up=False)
 
 
 def _account_counts(

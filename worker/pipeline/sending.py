@@ -49,6 +49,7 @@ from worker.pipeline.recipients import Rejection, prepare
 from worker.pipeline.recipients import route as route_recipients
 from worker.pipeline.retry import retry_delay_s
 from worker.pipeline.send_window import Window, WindowClock
+from worker.pipeline.spend_cap import SpendCap, refund_units
 from worker.providers.account import Account
 from worker.providers.base import (
     Adapter,
@@ -255,6 +256,8 @@ class ChunkSender:
         self.at_most_once = job.settings.at_most_once
         minutes, template_id = job.settings.dedupe_minutes, job.settings.template_id
         self.dedupe = Dedupe(store.redis, job.job_id, minutes, template_id) if minutes else None
+        cap = job.settings.max_cost
+        self.spend = SpendCap(store.redis, job.job_id, cap) if cap is not None else None
         self.context = JobContext(
             job_id=job.job_id,
             template_id=job.settings.template_id,
@@ -631,6 +634,11 @@ class ChunkSender:
             self._unsent.append(request_id)
             await self._release(batch)
             return await self._move_on(account, batch, data, gate.wait_s)
+        reserved = await self._reserve(request_id, account, batch, parts, data)
+        if reserved is None:
+            await self.guards.unused(account, parts)
+            await self._release(batch)
+            return None
         attempt = 1 + max(
             (data.outcomes[r.index].attempts if r.index in data.outcomes else 0) for r in batch
         )
@@ -644,6 +652,7 @@ class ChunkSender:
         if not await self._begin(request_id, sending):
             await self.guards.unused(account, parts)
             await self._release(batch)
+            await self._refund(account, reserved, batch, batch)
             return None
         started = time.monotonic()
         sent = await self._post(session, request_id, adapter, batch)
@@ -660,6 +669,10 @@ class ChunkSender:
         }
         if self.dedupe is not None:
             await self._release(batch if nothing_sent else _refused(batch, sent, outcomes))
+        if reserved:
+            await self._refund(
+                account, reserved, batch if nothing_sent else _not_taken(batch, sent), batch
+            )
         await self._record(request_id, sending, sent, outcomes, started, account)
         await self._heed(account, sent, outcomes)
         pending = [o for o in outcomes.values() if o.status == "pending"]
@@ -701,6 +714,61 @@ class ChunkSender:
             account=account,
         )
         return [r for r in batch if r.index not in duplicates]
+
+    async def _reserve(
+        self,
+        request_id: str,
+        account: Account,
+        batch: list[Recipient],
+        parts: int,
+        data: ChunkData,
+    ) -> int | None:
+        """Reserve the request's cost against the job's ``max_cost``: the
+        millionths reserved (0: the job has no cap), or None: not sent. Over
+        the cap the job is paused (by the same script) and the pass stops,
+        like one that finds its job paused: the resume enqueues the chunk
+        again. An account this worker knows no price of fails its recipients."""
+        if self.spend is None:
+            return 0
+        reservation = await self.spend.reserve(account, parts)
+        if reservation.answer == "reserved":
+            return reservation.units
+        self._unsent.append(request_id)
+        if reservation.answer == "unpriced":
+            reason = (
+                f"account {account.name} has no price_per_part, which the job's max_cost "
+                "needs: set it, restart the workers, then retry the job"
+            )
+            self.log.error("max_cost_unpriced", account=account.name)
+            await self._commit(
+                {
+                    r.index: simple(
+                        "failed",
+                        data.outcomes.get(r.index),
+                        e164=r.e164,
+                        segments=r.segments,
+                        error=reason,
+                        account=self._on(account.name),
+                        since=self._places[r.index].since if r.index in self._places else None,
+                    )
+                    for r in batch
+                },
+                account=account,
+            )
+            return None
+        self._stopped = True
+        if reservation.answer == "capped":
+            self.log.warning("job_paused_max_cost", account=account.name, parts=parts)
+        return None
+
+    async def _refund(
+        self, account: Account, reserved: int, unsent: list[Recipient], batch: list[Recipient]
+    ) -> None:
+        """Give back the reservation's share of recipients provably not sent."""
+        if self.spend is not None and reserved and unsent:
+            parts = sum(r.cost_parts for r in unsent)
+            of_parts = sum(r.cost_parts for r in batch)
+            await self.spend.give_back(refund_units(account, reserved, parts, of_parts))
 
     async def _release(self, batch: list[Recipient]) -> None:
         """Recipients that provably were not sent give their claims back."""
@@ -856,6 +924,16 @@ def _refused(
         for r, result in zip(batch, sent.results, strict=True)
         if result.verdict in (Verdict.FAILED, Verdict.RETRY)
         and outcomes[r.index].status == "failed"
+    ]
+
+
+def _not_taken(batch: list[Recipient], sent: SendResult) -> list[Recipient]:
+    """The recipients the provider said it did not take (refused, or "not
+    sent, try again"): they cost nothing (a retry reserves its cost again)."""
+    return [
+        r
+        for r, result in zip(batch, sent.results, strict=True)
+        if result.verdict in (Verdict.FAILED, Verdict.RETRY)
     ]
 
 

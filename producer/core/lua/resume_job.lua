@@ -5,6 +5,7 @@
 -- every chunk (finished ones return at once) or completes the job if nothing
 -- is left (its last commit landed while it was paused; worker/tasks.py
 -- plan_job); a queued job is active again (its plan task is watched for).
+-- A job its max_cost paused is paused no more for it (pause_reason goes).
 --
 -- KEYS[1]: the job hash
 -- KEYS[2]: the scheduled set
@@ -21,6 +22,7 @@ if state ~= 'paused' then return state end
 local from = redis.call('HGET', KEYS[1], 'paused_from')
 local new = from == 'scheduled' and 'scheduled' or 'queued'
 redis.call('HSET', KEYS[1], 'state', new)
+redis.call('HDEL', KEYS[1], 'pause_reason')
 if new == 'scheduled' then redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2]) end
 if new == 'queued' then redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2]) end
 return new .. '!'
