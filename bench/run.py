@@ -63,6 +63,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--limited-recipients", type=int, default=scenarios.LIMITED_RECIPIENTS)
     parser.add_argument("--concurrency", type=int, default=2, help="pool processes per worker")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (each -c N)")
+    parser.add_argument("--pool", default=None, help="the workers' Celery pool (prefork, threads)")
     parser.add_argument("--no-aof", action="store_true", help="Valkey without appendonly")
     parser.add_argument("--docs", type=Path, help=f"write the report here (default {DOCS})")
     parser.add_argument("--no-docs", action="store_true", help="write no report")
@@ -120,7 +121,12 @@ def run_one(
             stack.add_worker(naive.start_worker(stack, concurrency))
             stack.wait_ready()
         else:
-            stack.start_smsbulk_workers(args.workers, args.concurrency, scenario.limit_parts_per_s)
+            stack.start_smsbulk_workers(
+                args.workers,
+                args.concurrency,
+                scenario.limit_parts_per_s,
+                *([f"--pool={args.pool}"] if args.pool else []),
+            )
         sandbox_kind = {"naive": "gosms", "limited": "sendbulk", "route": "sendbulk"}.get(
             scenario.kind, scenario.kind
         )

@@ -103,7 +103,7 @@ class Stack:
         )
 
     def start_smsbulk_workers(
-        self, workers: int, concurrency: int, limit_parts_per_s: float
+        self, workers: int, concurrency: int, limit_parts_per_s: float, *worker_args: str
     ) -> None:
         config = self.work / "providers.toml"
         self.env.update(write_accounts(config, self.sandbox_url, limit_parts_per_s))
@@ -116,7 +116,9 @@ class Stack:
                 "SMSBULK_METRICS_PORT": str(launcher.free_port()),
                 "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             }
-            self.workers.append(launcher.start_worker(env, self.work, f"bench{n}", concurrency))
+            self.workers.append(
+                launcher.start_worker(env, self.work, f"bench{n}", concurrency, *worker_args)
+            )
         self.env["SMSBULK_CONFIG"] = str(config)
         self.wait_ready()
 

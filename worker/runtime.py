@@ -2,16 +2,21 @@
 
 Celery 5 has no async tasks, and ``asyncio.run`` per task breaks a shared
 ``ClientSession`` ("Event loop is closed"). So each worker process keeps one
-loop for its whole life and runs every task's coroutine on it; the session
-(reused connections, timeouts) and the async Redis client live on that loop.
-Created lazily on first use in the process (fork-safe: keyed by pid) and
-closed at process shutdown.
+loop for its whole life, running in a thread of its own, and every task
+hands its coroutine to it and waits (``run``): the tasks of a threads pool
+(several in one process) then share the loop, the session (reused
+connections, timeouts) and the async Redis client, so a process has as many
+chunks in flight as it has task threads, at the cost of one loop. Created
+lazily on first use in the process (fork-safe: keyed by pid; thread-safe)
+and closed at process shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
+import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -37,6 +42,7 @@ from worker.store import ResultsStore
 
 T = TypeVar("T")
 
+CANCEL_WAIT_S = 10.0  # an interrupted task waits this long for its coroutine to end
 CONNECT_TIMEOUT_S = 10.0
 CONNECTIONS_PER_HOST = 32
 # Never send on a connection idle longer than this: aiohttp keeps them 15 s,
@@ -71,6 +77,10 @@ class Runtime:
         self.pid = os.getpid()
         self.config = config
         self.loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(
+            target=self.loop.run_forever, name="smsbulk-loop", daemon=True
+        )
+        self._loop_thread.start()
         self.redis = aioredis.Redis.from_url(
             redis_url,
             # Ride out a Redis restart, like producer.client.connect: a commit
@@ -86,7 +96,18 @@ class Runtime:
         self.session = self.run(_new_session(self.timing.request_timeout_s))
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(coroutine)
+        """Run ``coroutine`` on the process's loop and wait for its result.
+        If the waiting thread is interrupted (a soft time limit, a shutdown),
+        the coroutine is cancelled and awaited before the interruption goes on,
+        as when the loop ran in the task's own thread."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            if not future.done():
+                future.cancel()
+                concurrent.futures.wait([future], timeout=CANCEL_WAIT_S)
+            raise
 
     def route(self, provider: str) -> Route | None:
         return self.config.routes.get(provider)
@@ -121,18 +142,28 @@ class Runtime:
             await self.session.close()
             await self.redis.aclose()
 
-        self.loop.run_until_complete(_close())
-        self.loop.close()
+        try:
+            self.run(_close())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._loop_thread.join(timeout=CANCEL_WAIT_S)
+            if not self.loop.is_running():
+                self.loop.close()
 
 
 _runtime: Runtime | None = None
+_creating = threading.Lock()
 
 
 def get_runtime() -> Runtime:
     global _runtime
-    if _runtime is None or _runtime.pid != os.getpid():
-        _runtime = Runtime(load_config(), redis_url_from_env())
-    return _runtime
+    runtime = _runtime
+    if runtime is not None and runtime.pid == os.getpid():
+        return runtime
+    with _creating:
+        if _runtime is None or _runtime.pid != os.getpid():
+            _runtime = Runtime(load_config(), redis_url_from_env())
+        return _runtime
 
 
 def close_runtime() -> None:
