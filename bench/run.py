@@ -121,11 +121,12 @@ def run_one(
             stack.add_worker(naive.start_worker(stack, concurrency))
             stack.wait_ready()
         else:
+            pool = "threads" if scenario.threads else args.pool
             stack.start_smsbulk_workers(
                 args.workers,
-                args.concurrency,
+                scenario.threads or args.concurrency,
                 scenario.limit_parts_per_s,
-                *([f"--pool={args.pool}"] if args.pool else []),
+                *([f"--pool={pool}"] if pool else []),
             )
         sandbox_kind = {"naive": "gosms", "limited": "sendbulk", "route": "sendbulk"}.get(
             scenario.kind, scenario.kind

@@ -18,6 +18,9 @@ DISTINCT_TEXTS = 1000
 SIZES = (100_000, 1_000_000)
 LATENCIES_MS = (0.0, 100.0)
 VOIPCOMM_RECIPIENTS = 50_000
+LATENCY_SCENARIOS_MS = (200.0, 500.0)  # sendbulk at a real provider's answer time
+LATENCY_RECIPIENTS = 200_000
+LATENCY_THREADS = 32
 LIMITED_RECIPIENTS = 200_000  # 10 s at the limit: a steady reading after the burst
 LIMIT_PARTS_PER_S = 20_000
 NAIVE_RECIPIENTS = 20_000
@@ -31,9 +34,16 @@ class Scenario:
     recipients: int
     latency_ms: float = 0.0
     limit_parts_per_s: float = LIMIT_PARTS_PER_S  # the `bench-limited` account only
+    # > 0: each worker on Celery's threads pool with this many task threads
+    # (one loop, many chunks in flight per process); 0: the run's prefork pool.
+    threads: int = 0
 
     @property
     def name(self) -> str:
+        return self._name + (f"-threads{self.threads}" if self.threads else "")
+
+    @property
+    def _name(self) -> str:
         size = _short(self.recipients)
         if self.kind == "voipcomm":
             return f"voipcomm-{size}-{DISTINCT_TEXTS}texts"
@@ -48,6 +58,11 @@ class Scenario:
     @property
     def what(self) -> str:
         """One line for the report: what the scenario sends."""
+        pool = f"; workers --pool=threads --concurrency={self.threads}" if self.threads else ""
+        return self._what + pool
+
+    @property
+    def _what(self) -> str:
         if self.kind == "voipcomm":
             return f"voipcomm, {DISTINCT_TEXTS} distinct texts spread over the job"
         if self.kind == "limited":
@@ -86,6 +101,12 @@ def full_set(
                 Scenario("sendbulk", size, latency_ms),
                 Scenario("gosms", size, latency_ms),
             ]
+    # At a real provider's latency: the default pool against the threads pool.
+    for latency_ms in LATENCY_SCENARIOS_MS:
+        scenarios += [
+            Scenario("sendbulk", LATENCY_RECIPIENTS, latency_ms),
+            Scenario("sendbulk", LATENCY_RECIPIENTS, latency_ms, threads=LATENCY_THREADS),
+        ]
     # A route against the one-account path at the largest size (same run).
     scenarios.append(Scenario("route", max(sizes)))
     scenarios.append(Scenario("voipcomm", voipcomm_recipients))

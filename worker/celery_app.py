@@ -262,7 +262,10 @@ def _stop_background(**_: Any) -> None:
 
 
 @signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
 def _close_runtime(**_: Any) -> None:
+    """A prefork child closes its runtime as it ends; a threads pool's
+    runtime is the main process's, closed as the worker shuts down."""
     from worker.runtime import close_runtime
 
     close_runtime()

@@ -76,6 +76,7 @@ class Runtime:
     def __init__(self, config: Config, redis_url: str) -> None:
         self.pid = os.getpid()
         self.config = config
+        self.timing = Timing.from_recovery(config.settings.recovery_s)
         self.loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(
             target=self.loop.run_forever, name="smsbulk-loop", daemon=True
@@ -91,7 +92,6 @@ class Runtime:
         self.store = ResultsStore(self.redis)
         self.limiter = RateLimiter(self.redis)
         self.guards = AccountGuards(Circuits(self.redis), DailyCaps(self.redis))
-        self.timing = Timing.from_recovery(config.settings.recovery_s)
         self._adapters: dict[str, Adapter] = {}
         self.session = self.run(_new_session(self.timing.request_timeout_s))
 
@@ -102,7 +102,9 @@ class Runtime:
         as when the loop ran in the task's own thread."""
         future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
         try:
-            return future.result()
+            # A threads pool enforces no task time limit: this is it there
+            # (a prefork child is stopped by Celery's first).
+            return future.result(timeout=self.timing.task_time_limit_s + 1)
         except BaseException:
             if not future.done():
                 future.cancel()

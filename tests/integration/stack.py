@@ -42,8 +42,9 @@ class Stack:
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url)
 
-    def add_worker(self, concurrency: int = 2) -> Process:
-        worker = start_worker(self.env, self.log_dir, f"w{len(self.workers) + 1}", concurrency)
+    def add_worker(self, concurrency: int = 2, *args: str) -> Process:
+        name = f"w{len(self.workers) + 1}"
+        worker = start_worker(self.env, self.log_dir, name, concurrency, *args)
         self.workers.append(worker)
         return worker
 

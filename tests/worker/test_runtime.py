@@ -1,0 +1,60 @@
+"""The per-process runtime: one loop in its own thread, shared by every task
+thread of the process (a threads pool), each waiting for its own coroutine."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from worker.ops.config import load_config
+from worker.runtime import Runtime
+
+
+@pytest.fixture
+def runtime(redis_url: str, config_file: Path) -> Iterator[Runtime]:
+    made = Runtime(load_config(str(config_file)), redis_url)
+    yield made
+    made.close()
+
+
+def test_task_threads_share_the_loop_and_wait_concurrently(runtime: Runtime) -> None:
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def request() -> None:
+        loops.append(asyncio.get_running_loop())
+        await asyncio.sleep(0.3)  # a provider's answer time
+
+    threads = [threading.Thread(target=runtime.run, args=(request(),)) for _ in range(8)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    took = time.monotonic() - started
+    assert len(loops) == 8 and set(loops) == {runtime.loop}
+    assert took < 1.0, took  # eight 0.3 s waits side by side, not one after another
+
+
+def test_an_interrupted_wait_cancels_its_coroutine_before_it_goes_on(runtime: Runtime) -> None:
+    ended: list[str] = []
+
+    async def long_pass() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            ended.append("cancelled")
+            raise
+
+    runtime.timing = replace(runtime.timing, task_time_limit_s=0)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        runtime.run(long_pass())  # waits at most the task time limit (+1 s)
+    assert ended == ["cancelled"]
+    assert time.monotonic() - started < 5
+    assert runtime.run(asyncio.sleep(0, "still serving")) == "still serving"
