@@ -6,19 +6,31 @@ workers' commit script."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
+from producer.api.app import create_app
 from producer.core import keys
 from producer.core.scripts import script
 from producer.core.store import StoredOutcome
 from producer.monitoring import ERROR_BLOCKS_PER_CALL
-from tests.producer.api.test_app import ApiServer, api, job, submit  # noqa: F401
+from tests.producer.api.test_app import TOKEN, ApiServer, job, submit
 from worker.store import outcome_records
 
 T0 = 1_764_000_000  # a whole second, for buckets at known starts
+
+
+@pytest.fixture
+def api(redis_url: str, config_file: Path) -> Iterator[ApiServer]:
+    server = ApiServer(create_app(TOKEN, redis_url))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def commit(
@@ -35,7 +47,16 @@ def commit(
             keys.ACTIVE,
             keys.timeline(job_id),
         ],
-        args=["", "", "{}", repr(now_s), job_id, outcome_records(outcomes), "", keys.TIMELINE_BUCKETS],
+        args=[
+            "",
+            "",
+            "{}",
+            repr(now_s),
+            job_id,
+            outcome_records(outcomes),
+            "",
+            keys.TIMELINE_BUCKETS,
+        ],
         client=client,
     )
 
