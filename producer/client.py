@@ -155,6 +155,7 @@ class Producer:
         self._config_path = config_path
         self._kinds = kinds
         self._celery: Celery | None = None
+        self._errors = monitoring.ErrorCounts()
 
     @property
     def celery(self) -> Celery:
@@ -180,8 +181,9 @@ class Producer:
         return points
 
     def errors(self, job_id: str) -> list[dict[str, Any]]:
-        """The job's errors grouped by code (``monitoring.job_errors``)."""
-        groups = monitoring.job_errors(self.redis, job_id)
+        """The job's errors grouped by code (``monitoring.job_errors``), counted
+        again only once they may have changed (``monitoring.ErrorCounts``)."""
+        groups = self._errors.get(self.redis, job_id)
         if groups is None:
             raise NoSuchJob(job_id)
         return groups

@@ -12,6 +12,9 @@ limiter hash (``keys.rate``), and each worker publishes its accounts' limits
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
@@ -19,6 +22,7 @@ import redis
 
 from producer.core import keys
 from producer.core.scripts import script
+from producer.core.states import FINAL_CODES
 from producer.core.store import STATUS_NAMES, block_count
 
 # The window of "parts/s now" (the limiter's meter rings 8 s of parts) and
@@ -27,6 +31,9 @@ PARTS_WINDOW_S = 5
 THROTTLED_WINDOW_S = 60
 ERROR_BLOCKS_PER_CALL = 16  # outcome blocks one error_counts call reads (16,000 outcomes)
 MAX_ERROR_GROUPS = 100  # the most error codes GET /v1/jobs/{id}/errors lists
+# While a job's errors change, ErrorCounts counts them again at most this
+# often per block of outcomes: every 10 s for a million recipients.
+RECOUNT_S_PER_BLOCK = 0.01
 
 
 def job_timeline(client: redis.Redis, job_id: str) -> list[dict[str, Any]] | None:
@@ -79,6 +86,43 @@ def job_errors(client: redis.Redis, job_id: str) -> list[dict[str, Any]] | None:
             group["statuses"][name] = group["statuses"].get(name, 0) + int(count)
     ranked = sorted(groups.values(), key=lambda group: (-group["count"], group["code"] or ""))
     return ranked[:MAX_ERROR_GROUPS]
+
+
+class ErrorCounts:
+    """``job_errors``, remembered per job (the last ``size`` jobs asked) so
+    that a console polling a big job's errors every second does not make
+    Redis read all its outcomes every second: counted again only once the
+    job's counters of final outcomes other than accepted (or its run) have
+    changed, and then at most every RECOUNT_S_PER_BLOCK × its blocks."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[str, tuple[tuple[Any, ...], float, list[dict[str, Any]]]] = (
+            OrderedDict()
+        )
+
+    def get(self, client: redis.Redis, job_id: str) -> list[dict[str, Any]] | None:
+        fields = ["total", "run", *(f"n:{code}" for code in FINAL_CODES if code != "a")]
+        signature = tuple(cast(list[Any], client.hmget(keys.job(job_id), fields)))
+        if signature[0] is None:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            seen = self._seen.get(job_id)
+        if seen is not None:
+            recount_s = RECOUNT_S_PER_BLOCK * block_count(int(signature[0]))
+            if seen[0] == signature or now - seen[1] < recount_s:
+                return seen[2]
+        groups = job_errors(client, job_id)
+        if groups is None:
+            return None
+        with self._lock:
+            self._seen[job_id] = (signature, now, groups)
+            self._seen.move_to_end(job_id)
+            while len(self._seen) > self.size:
+                self._seen.popitem(last=False)
+        return groups
 
 
 def _text(raw: bytes | str | int) -> str:

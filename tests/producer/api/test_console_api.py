@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 import redis
 
+from producer import monitoring
 from producer.api.app import create_app
 from producer.core import keys
 from producer.core.scripts import script
-from producer.core.store import StoredOutcome
+from producer.core.store import StoredOutcome, encode_outcome
 from producer.monitoring import ERROR_BLOCKS_PER_CALL
 from tests.producer.api.test_app import TOKEN, ApiServer, job, submit
 from worker.store import outcome_records
@@ -222,3 +223,18 @@ def test_the_console_files_are_in_the_package() -> None:
 
     assert {p.name for p in CONSOLE_DIR.iterdir()} == {"index.html", *FILES}
     assert isinstance(CONSOLE_DIR, Path)
+
+
+def test_errors_are_counted_again_only_once_the_jobs_counters_change(
+    api: ApiServer, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(monitoring, "RECOUNT_S_PER_BLOCK", 0.0)  # no wait between recounts
+    job_id = submit(api, job(5))
+    failed = StoredOutcome("failed", error_code="1006", error="invalid number", attempts=1)
+    commit(redis_client, job_id, {0: failed}, T0)
+    assert api("GET", f"/v1/jobs/{job_id}/errors").json()[0]["count"] == 1
+    # An outcome written behind the counters' back: the counters say nothing changed.
+    redis_client.hset(keys.outcomes(job_id, 0), "1", encode_outcome(failed))
+    assert api("GET", f"/v1/jobs/{job_id}/errors").json()[0]["count"] == 1
+    commit(redis_client, job_id, {2: failed}, T0)  # a counter moves: counted again
+    assert api("GET", f"/v1/jobs/{job_id}/errors").json()[0]["count"] == 3
