@@ -242,16 +242,17 @@
   }
 
   function jobRow(status) {
-    const other = finalCount(status) - (status.counts.accepted || 0) - (status.counts.failed || 0);
+    // Every status with recipients, in the table's order (pending first).
+    const counts = STATUSES.filter((s) => status.counts[s]).map((s) =>
+      el("span", { class: "count", "data-status": s }, `${s} `, el("strong", { text: count(status.counts[s]) })),
+    );
     return el(
       "tr",
       { "data-job-id": status.job_id },
       el("td", {}, el("a", { href: `#job/${encodeURIComponent(status.job_id)}`, class: "mono", text: status.job_id })),
       el("td", { class: `state state-${status.state}`, text: status.state }),
       el("td", { class: "progress-cell" }, ...progress(status)),
-      el("td", { class: "num", text: count(status.counts.accepted || 0) }),
-      el("td", { class: "num", text: count(status.counts.failed || 0) }),
-      el("td", { class: "num", text: count(other) }),
+      el("td", { class: "counts" }, ...counts),
       el("td", { class: "num", text: rateNow(status) }),
       el("td", { text: new Date(status.created_at).toLocaleString() }),
     );
