@@ -15,7 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from producer import control
+from producer import control, monitoring
 from producer.accounts import AccountInfo, KindInfo, load_accounts
 from producer.control import JobStateConflict
 from producer.core import keys
@@ -155,6 +155,7 @@ class Producer:
         self._config_path = config_path
         self._kinds = kinds
         self._celery: Celery | None = None
+        self._errors = monitoring.ErrorCounts()
 
     @property
     def celery(self) -> Celery:
@@ -166,32 +167,26 @@ class Producer:
         return load_accounts(self.redis, self._config_path, self._kinds)
 
     def account_health(self) -> list[dict[str, Any]]:
-        """Each account as the workers see it now: its circuit (shared by
-        every worker), its consecutive failed requests, its parts sent today
-        (UTC; counted only for accounts with ``daily_max_parts``) and whether
-        it is stopped (bad credentials)."""
-        names = sorted(self.accounts())
-        pipe = self.redis.pipeline(transaction=False)
-        for name in names:
-            pipe.hmget(keys.circuit(name), "failures", "open_until")
-            pipe.hmget(keys.daily_parts(name), "day", "parts")
-            pipe.get(keys.account_block(name))
-        pipe.time()
-        *replies, (seconds, _) = pipe.execute()
-        today = int(seconds) // 86400
-        health = []
-        for n, name in enumerate(names):
-            (failures, open_until), (day, parts), blocked = replies[3 * n : 3 * n + 3]
-            health.append(
-                {
-                    "account": name,
-                    "circuit": "closed" if open_until is None else "open",
-                    "failures": int(failures or 0),
-                    "parts_today": int(parts or 0) if day and int(day) == today else 0,
-                    "stopped": blocked.decode() if blocked else None,
-                }
-            )
-        return health
+        """Each account's kind and its live figures as the workers see them
+        now (``producer.monitoring.account_health`` says which)."""
+        accounts = self.accounts()
+        health = monitoring.account_health(self.redis, accounts)
+        return [{"kind": accounts[line["account"]].kind, **line} for line in health]
+
+    def timeline(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's recipients accepted per second (``monitoring.job_timeline``)."""
+        points = monitoring.job_timeline(self.redis, job_id)
+        if points is None:
+            raise NoSuchJob(job_id)
+        return points
+
+    def errors(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's errors grouped by code (``monitoring.job_errors``), counted
+        again only once they may have changed (``monitoring.ErrorCounts``)."""
+        groups = self._errors.get(self.redis, job_id)
+        if groups is None:
+            raise NoSuchJob(job_id)
+        return groups
 
     def submit(self, job: Job | dict[str, Any] | str | bytes) -> str:
         """Validate, store and enqueue a job; returns its id.

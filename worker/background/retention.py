@@ -64,7 +64,8 @@ class Removal:
 def job_data_keys(job_id: str, total: int, chunk_size: int) -> Iterator[str]:
     """Every key of a job but its hash: a block's messages and outcomes
     together (a reader never sees messages without their outcomes), then
-    each chunk's requests and lease, then the done-chunks bitmap. Chunks
+    each chunk's requests and lease, then the done-chunks bitmap and the
+    timeline. Chunks
     are numbered by the job's chunk size, or by block if it was cancelled
     before it was planned."""
     for block_no in range(block_count(total)):
@@ -77,6 +78,7 @@ def job_data_keys(job_id: str, total: int, chunk_size: int) -> Iterator[str]:
         yield keys.requests(job_id, chunk_no)
         yield keys.lease(job_id, chunk_no)
     yield keys.done(job_id)
+    yield keys.timeline(job_id)
 
 
 def _text(raw: bytes | str) -> str:

@@ -8,6 +8,7 @@ malformed stops the worker at start-up with a message naming the key.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -175,3 +176,21 @@ def load_config(path: str | None = None) -> Config:
     return Config(
         accounts=accounts, settings=parse_settings(raw), routes=parse_routes(raw, accounts)
     )
+
+
+# The limits GET /v1/accounts shows, as the workers apply them (defaults and
+# the adapter's batch size filled in).
+PUBLISHED_LIMITS = (
+    "messages_per_second",
+    "requests_per_second",
+    "burst_s",
+    "batch_size",
+    "daily_max_parts",
+    "failover_after_failures",
+    "failover_cooldown_s",
+)
+
+
+def limits_value(account: Account) -> str:
+    """What a worker publishes of an account's limits (``keys.LIMITS``): JSON."""
+    return json.dumps({name: getattr(account, name) for name in PUBLISHED_LIMITS})

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from producer.core.keys import PREFIX
+from producer.core import keys
 from producer.core.scripts import async_script
 
 MAX_WAIT_S = 3600  # the limiter hash's lifetime: no wait or block outlasts it
@@ -42,7 +42,7 @@ RECOVERY_GROWTH = 1.1
 
 
 def limiter_key(account_name: str) -> str:
-    return f"{PREFIX}:rate:{account_name}"
+    return keys.rate(account_name)
 
 
 @dataclass(frozen=True, slots=True)

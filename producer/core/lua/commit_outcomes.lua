@@ -14,6 +14,9 @@
 -- KEYS[3]: the chunk's requests hash
 -- KEYS[4]: the finished set
 -- KEYS[5]: the active set
+-- KEYS[6]: (optional) the job's timeline hash: recipients newly accepted are
+--          counted in the bucket of ARGV[4] (the console's chart, GET
+--          /v1/jobs/{id}/timeline); with it, ARGV[8] is the most buckets kept
 -- ARGV[1]: the request id ('' for none: outcomes only)
 -- ARGV[2]: the request's fencing token
 -- ARGV[3]: the request's done state (JSON)
@@ -23,10 +26,14 @@
 -- ARGV[7]: (optional) route jobs: each outcome's account, one "name\n" a record in the
 --          order of ARGV[6] ('' for a one-account job): the job's per-account
 --          counters a:{account}:{code} follow the per-status ones
+-- ARGV[8]: (with KEYS[6]) the most buckets the timeline keeps: past it, the
+--          bucket width (field 'w', 1 s at first) doubles and buckets merge
+--          in pairs, so a long job's timeline stays that size, only coarser
 -- Returns the job's state after the commit; 'fenced' if the request is no
 -- longer ours, or 'gone' if the job was removed (retention): nothing written
 -- then, so a late commit never leaves a stray counter-only job hash behind.
 --#include finish_if_final
+--#include timeline_add
 local job, outcomes, requests = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', job) == 0 then return 'gone' end
 if ARGV[1] ~= '' then
@@ -46,7 +53,7 @@ if ARGV[7] and ARGV[7] ~= '' then
   accounts = {}
   for name in string.gmatch(ARGV[7], '([^\n]*)\n') do accounts[#accounts + 1] = name end
 end
-local delta, by_account = {}, {}
+local delta, by_account, accepted = {}, {}, 0
 local function count(name, code, n)
   local field = 'a:' .. name .. ':' .. code
   by_account[field] = (by_account[field] or 0) + n
@@ -61,6 +68,7 @@ for first = 1, #indices, 1000 do
     if old_code ~= new_code then
       if final[old_code] then delta[old_code] = (delta[old_code] or 0) - 1 end
       if final[new_code] then delta[new_code] = (delta[new_code] or 0) + 1 end
+      if new_code == 'a' then accepted = accepted + 1 end
       if accounts then
         -- An outcome's account is its 11th field (producer/core/store.py);
         -- a final outcome overwritten is rare, so only then is one decoded.
@@ -81,6 +89,9 @@ for code, n in pairs(delta) do
 end
 for field, n in pairs(by_account) do
   if n ~= 0 then redis.call('HINCRBY', job, field, n) end
+end
+if KEYS[6] and accepted > 0 then
+  timeline_add(KEYS[6], accepted, tonumber(ARGV[4]), tonumber(ARGV[8]))
 end
 if finish_if_final(job, KEYS[4], KEYS[5], ARGV[4], ARGV[5]) then
   return redis.call('HGET', job, 'state')

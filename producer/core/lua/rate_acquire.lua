@@ -7,7 +7,8 @@
 -- KEYS[1]: the account's limiter hash: tat_m, tat_r (GCRA schedules, server
 --          seconds), factor (effective share of the configured rates, as of
 --          throttled_at), throttled_at (the last 429), halved_at, until
---          (blocked until)
+--          (blocked until), and the meter of parts taken in the last seconds
+--          (meter_add: fields p0..p7)
 -- ARGV[1]: parts per second
 -- ARGV[2]: requests per second
 -- ARGV[3]: burst_s
@@ -20,6 +21,7 @@
 -- factor (string)}.
 --#include server_now
 --#include rate_factor
+--#include meter_add
 local now = server_now()
 local mps, rps = tonumber(ARGV[1]), tonumber(ARGV[2])
 local burst, cost = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -55,5 +57,7 @@ end
 -- part at 50,000/s is 20 µs.
 redis.call('HSET', KEYS[1], 'tat_m', string.format('%.6f', now + ahead_m),
            'tat_r', string.format('%.6f', now + ahead_r))
+-- The parts taken, per second, for GET /v1/accounts (parts/s now).
+meter_add(KEYS[1], 'p', 8, now, cost)
 redis.call('EXPIRE', KEYS[1], max_wait)
 return {1, '0', tostring(factor)}

@@ -4,7 +4,8 @@
 -- 429s; counted from the last halving, so a steady stream keeps halving),
 -- never below the min factor, and block the account until Retry-After.
 --
--- KEYS[1]: the account's limiter hash (see rate_acquire.lua)
+-- KEYS[1]: the account's limiter hash (see rate_acquire.lua); its meter of
+--          429s per second over the last minute (meter_add: fields q0..q63)
 -- ARGV[1]: the Retry-After in seconds (0 to the max wait, fixed-point)
 -- ARGV[2]: the min factor
 -- ARGV[3]: the recovery step (s)
@@ -13,6 +14,7 @@
 -- Returns the account's effective factor after the 429 (string).
 --#include server_now
 --#include rate_factor
+--#include meter_add
 local now = server_now()
 local h = redis.call('HMGET', KEYS[1], 'factor', 'throttled_at', 'until', 'halved_at')
 local min_factor, step, growth = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -28,5 +30,7 @@ if now + retry_after > block_until then block_until = now + retry_after end
 redis.call('HSET', KEYS[1], 'factor', tostring(factor), 'throttled_at', string.format('%.6f', now),
            'halved_at', string.format('%.6f', halved_at),
            'until', string.format('%.6f', block_until))
+-- Every 429 is counted, halving or not, for GET /v1/accounts (429s in the last minute).
+meter_add(KEYS[1], 'q', 64, now, 1)
 redis.call('EXPIRE', KEYS[1], max_wait)
 return tostring(factor)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,31 @@ def test_a_starting_worker_publishes_its_routes_for_producers(
     monkeypatch.delenv("SMSBULK_CONFIG")
     published = load_accounts(redis_client)  # as a producer without the file sees them
     assert published.routes == load_config(str(path)).routes
+
+
+def test_a_starting_worker_publishes_its_accounts_limits_for_the_console(
+    redis_client: redis.Redis, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.celery_app import _check_config
+
+    path = tmp_path / "providers.toml"
+    path.write_text(GOOD + "messages_per_second = 20\ndaily_max_parts = 5000\n")
+    for name, value in {
+        "PARTNER": "p",
+        "KEY": "k",
+        "SMSBULK_REDIS_URL": redis_url,
+        "SMSBULK_CONFIG": str(path),
+        "SMSBULK_CALLBACK_SECRET": "s",
+    }.items():
+        monkeypatch.setenv(name, value)
+    _check_config()
+    published = json.loads(redis_client.hget(keys.LIMITS, "bulk") or b"null")
+    assert published == {
+        "messages_per_second": 20,
+        "requests_per_second": 5,  # the default, as the worker applies it
+        "burst_s": 1.0,
+        "batch_size": 1000,  # sendbulk's own
+        "daily_max_parts": 5000,
+        "failover_after_failures": 3,
+        "failover_cooldown_s": 30,
+    }
