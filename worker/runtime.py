@@ -2,13 +2,19 @@
 
 Celery 5 has no async tasks, and ``asyncio.run`` per task breaks a shared
 ``ClientSession`` ("Event loop is closed"). So each worker process keeps one
-loop for its whole life, running in a thread of its own, and every task
-hands its coroutine to it and waits (``run``): the tasks of a threads pool
-(several in one process) then share the loop, the session (reused
-connections, timeouts) and the async Redis client, so a process has as many
-chunks in flight as it has task threads, at the cost of one loop. Created
-lazily on first use in the process (fork-safe: keyed by pid; thread-safe)
-and closed at process shutdown.
+loop for its whole life and runs every task's coroutine on it; the session
+(reused connections, timeouts) and the async Redis client live on that loop.
+
+A prefork child runs one task at a time, in its main thread: the loop runs
+there, inside each task (``run_until_complete``), so Celery's time limits
+interrupt it as they interrupt any task. A threads pool runs many tasks at
+once in one process, each in a thread of its own: the loop then runs in a
+thread of its own (``shared``), and each task hands it its coroutine and
+waits, so the process has as many chunks in flight as it has task threads;
+there the task time limit is this wait's (Celery enforces none for threads).
+
+Created lazily on first use in the process (fork-safe: keyed by pid;
+thread-safe) and closed at shutdown.
 """
 
 from __future__ import annotations
@@ -42,7 +48,12 @@ from worker.store import ResultsStore
 
 T = TypeVar("T")
 
-CANCEL_WAIT_S = 10.0  # an interrupted task waits this long for its coroutine to end
+# An interrupted task (a soft time limit) waits this long for its cancelled
+# coroutine, well within the 2 s Celery leaves before its hard limit kills
+# the process: a pass's commits are shielded (``finish``) and end on the
+# loop by themselves.
+CANCEL_WAIT_S = 0.5
+CLOSE_WAIT_S = 10.0
 CONNECT_TIMEOUT_S = 10.0
 CONNECTIONS_PER_HOST = 32
 # Never send on a connection idle longer than this: aiohttp keeps them 15 s,
@@ -73,15 +84,18 @@ async def _new_session(timeout_s: float) -> aiohttp.ClientSession:
 
 
 class Runtime:
-    def __init__(self, config: Config, redis_url: str) -> None:
+    def __init__(self, config: Config, redis_url: str, shared: bool = False) -> None:
         self.pid = os.getpid()
+        self.shared = shared  # the loop runs in its own thread, for many task threads
         self.config = config
         self.timing = Timing.from_recovery(config.settings.recovery_s)
         self.loop = asyncio.new_event_loop()
-        self._loop_thread = threading.Thread(
-            target=self.loop.run_forever, name="smsbulk-loop", daemon=True
-        )
-        self._loop_thread.start()
+        self._loop_thread: threading.Thread | None = None
+        if shared:
+            self._loop_thread = threading.Thread(
+                target=self.loop.run_forever, name="smsbulk-loop", daemon=True
+            )
+            self._loop_thread.start()
         self.redis = aioredis.Redis.from_url(
             redis_url,
             # Ride out a Redis restart, like producer.client.connect: a commit
@@ -96,10 +110,12 @@ class Runtime:
         self.session = self.run(_new_session(self.timing.request_timeout_s))
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Run ``coroutine`` on the process's loop and wait for its result.
-        If the waiting thread is interrupted (a soft time limit, a shutdown),
-        the coroutine is cancelled and awaited before the interruption goes on,
-        as when the loop ran in the task's own thread."""
+        """Run ``coroutine`` on the process's loop and return its result.
+        Shared: wait for it at most the task time limit; if the waiting
+        thread is interrupted, the coroutine is cancelled, and given a moment
+        to end, before the interruption goes on."""
+        if self._loop_thread is None:
+            return self.loop.run_until_complete(coroutine)
         future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
         try:
             # A threads pool enforces no task time limit: this is it there
@@ -147,8 +163,9 @@ class Runtime:
         try:
             self.run(_close())
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._loop_thread.join(timeout=CANCEL_WAIT_S)
+            if self._loop_thread is not None:
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self._loop_thread.join(timeout=CLOSE_WAIT_S)
             if not self.loop.is_running():
                 self.loop.close()
 
@@ -164,7 +181,9 @@ def get_runtime() -> Runtime:
         return runtime
     with _creating:
         if _runtime is None or _runtime.pid != os.getpid():
-            _runtime = Runtime(load_config(), redis_url_from_env())
+            # A task in a thread other than the main one: a threads pool's.
+            shared = threading.current_thread() is not threading.main_thread()
+            _runtime = Runtime(load_config(), redis_url_from_env(), shared)
         return _runtime
 
 

@@ -18,9 +18,24 @@ from worker.runtime import Runtime
 
 @pytest.fixture
 def runtime(redis_url: str, config_file: Path) -> Iterator[Runtime]:
-    made = Runtime(load_config(str(config_file)), redis_url)
+    made = Runtime(load_config(str(config_file)), redis_url, shared=True)
     yield made
     made.close()
+
+
+def test_a_prefork_childs_loop_runs_inside_each_task(redis_url: str, config_file: Path) -> None:
+    """Not shared: the loop runs in the calling thread, only while a task
+    runs, so Celery's time limits interrupt it like any task's code."""
+    inline = Runtime(load_config(str(config_file)), redis_url)
+    try:
+
+        async def which() -> int:
+            return threading.get_ident()
+
+        assert inline.run(which()) == threading.get_ident()
+        assert not inline.loop.is_running()
+    finally:
+        inline.close()
 
 
 def test_task_threads_share_the_loop_and_wait_concurrently(runtime: Runtime) -> None:
