@@ -37,6 +37,7 @@ from producer.errors import ConfigError
 from producer.job import JobStatus, MaxCost, Outcome, is_job_id, refusal_from
 from producer.results import ENCODERS, MEDIA_TYPES, next_batch
 
+BodyT = TypeVar("BodyT", bound=BaseModel)
 TOKEN_ENV = "SMSBULK_API_TOKEN"
 MIN_TOKEN_CHARS = 32
 GENERATE_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
@@ -236,13 +237,19 @@ def _control(action: str) -> Callable[[web.Request], Any]:
     return handler
 
 
-async def resume_job(request: web.Request) -> web.Response:
-    state, job_id = _state(request), _job_id(request)
+async def _control_body(request: web.Request, model: type[BodyT]) -> BodyT:
+    """A control call's optional JSON body (none: the model's defaults),
+    refused naming the field (422) if malformed."""
     body = await _body(request)
     try:
-        wanted = ResumeRequest.model_validate_json(body if body.strip() else b"{}")
+        return model.model_validate_json(body if body.strip() else b"{}")
     except ValidationError as error:
         raise refusal_from(error) from None
+
+
+async def resume_job(request: web.Request) -> web.Response:
+    state, job_id = _state(request), _job_id(request)
+    wanted = await _control_body(request, ResumeRequest)
     status = await state.call(state.producer.resume, job_id, wanted.max_cost)
     log.info("job control", action="resume", job_id=job_id, state=status.state)
     return _status_response(status)
@@ -250,11 +257,7 @@ async def resume_job(request: web.Request) -> web.Response:
 
 async def retry_job(request: web.Request) -> web.Response:
     state, job_id = _state(request), _job_id(request)
-    body = await _body(request)
-    try:
-        wanted = RetryRequest.model_validate_json(body if body.strip() else b"{}")
-    except ValidationError as error:
-        raise refusal_from(error) from None
+    wanted = await _control_body(request, RetryRequest)
     status = await state.call(state.producer.retry, job_id, list(wanted.statuses))
     log.info("job retry", job_id=job_id, statuses=wanted.statuses)
     return _status_response(status)

@@ -697,21 +697,8 @@ class ChunkSender:
         duplicates = await self.dedupe.claim(batch)
         if not duplicates:
             return batch
-        await self._commit(
-            {
-                r.index: simple(
-                    "rejected",
-                    data.outcomes.get(r.index),
-                    e164=r.e164,
-                    segments=r.segments,
-                    error=duplicates[r.index],
-                    account=self._on(account.name),
-                    since=self._places[r.index].since if r.index in self._places else None,
-                )
-                for r in batch
-                if r.index in duplicates
-            },
-            account=account,
+        await self._end_unsent(
+            "rejected", [r for r in batch if r.index in duplicates], duplicates, account, data
         )
         return [r for r in batch if r.index not in duplicates]
 
@@ -740,21 +727,7 @@ class ChunkSender:
                 "needs: set it, restart the workers, then retry the job"
             )
             self.log.error("max_cost_unpriced", account=account.name)
-            await self._commit(
-                {
-                    r.index: simple(
-                        "failed",
-                        data.outcomes.get(r.index),
-                        e164=r.e164,
-                        segments=r.segments,
-                        error=reason,
-                        account=self._on(account.name),
-                        since=self._places[r.index].since if r.index in self._places else None,
-                    )
-                    for r in batch
-                },
-                account=account,
-            )
+            await self._end_unsent("failed", batch, reason, account, data)
             return None
         self._stopped = True
         if reservation.answer == "capped":
@@ -769,6 +742,32 @@ class ChunkSender:
             parts = sum(r.cost_parts for r in unsent)
             of_parts = sum(r.cost_parts for r in batch)
             await self.spend.give_back(refund_units(account, reserved, parts, of_parts))
+
+    async def _end_unsent(
+        self,
+        status: str,
+        batch: list[Recipient],
+        error: str | Mapping[int, str],
+        account: Account,
+        data: ChunkData,
+    ) -> None:
+        """Commit recipients of a request that will not go as ``status``
+        (never sent), with one error for all or each its own (by index)."""
+        await self._commit(
+            {
+                r.index: simple(
+                    status,
+                    data.outcomes.get(r.index),
+                    e164=r.e164,
+                    segments=r.segments,
+                    error=error if isinstance(error, str) else error[r.index],
+                    account=self._on(account.name),
+                    since=self._places[r.index].since if r.index in self._places else None,
+                )
+                for r in batch
+            },
+            account=account,
+        )
 
     async def _release(self, batch: list[Recipient]) -> None:
         """Recipients that provably were not sent give their claims back."""

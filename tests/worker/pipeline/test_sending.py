@@ -12,7 +12,7 @@ import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
@@ -27,12 +27,14 @@ from producer import Producer
 from producer.core import keys
 from producer.core.store import StoredOutcome, decode_outcome, now_s
 from producer.job import SendWindow
+from producer.phone import parse_number, time_zones
 from tests.producer.test_control import mark_running
 from tests.worker.background.test_retention import ACCOUNT as RETENTION_ACCOUNT
 from worker.ops.config import SettingsTable
 from worker.ops.timing import Timing
 from worker.pipeline.guards import AccountGuards
 from worker.pipeline.rate_limit import Decision, Limits, RateLimiter
+from worker.pipeline.send_window import Window, open_in_s
 from worker.pipeline.sending import (
     DEFERRED_GRACE_S,
     REQUESTS_IN_FLIGHT_PER_CHUNK,
@@ -491,3 +493,34 @@ def test_a_window_in_one_zone_for_everyone_and_an_accounts_default_window(
     adapter = FakeAdapter(windowed)
     result = on_valkey(redis_url, lambda c: one_pass(ResultsStore(c), adapter, job_id))
     assert sorted(adapter.posts) == [0, 1, 2] and not result.chunk_done
+
+
+def test_a_number_whose_zones_disagree_waits_until_the_window_is_open_in_all(
+    producer: Producer, redis_url: str
+) -> None:
+    """A Russian mobile number may be in any of Russia's zones (UTC+2 to
+    UTC+12): 09:00-20:00 is open in all of them only from 07:00 to 08:00 UTC."""
+    russian = parse_number("+79161234567", "RO")
+    zones = time_zones(russian)
+    assert len(zones) > 10
+    job_id = producer.submit(
+        {
+            "provider": "bulk",
+            "text": "reminder",
+            "send_window": {"start": "09:00", "end": "20:00"},
+            "messages": [{"to": russian.e164}],
+        }
+    )
+    mark_running(producer.redis, job_id)
+    adapter = FakeAdapter(ACCOUNT)
+    now = datetime.now(UTC)
+    result = on_valkey(redis_url, lambda c: one_pass(ResultsStore(c), adapter, job_id))
+    expected = open_in_s(Window(9 * 60, 20 * 60), zones, now)
+    assert expected is not None
+    if expected == 0.0:  # 07:00-08:00 UTC: open in every zone
+        assert adapter.posts == [0] and result.chunk_done
+        return
+    assert adapter.posts == []  # open in Moscow, say, but not in all its zones
+    opens_at = (now + timedelta(seconds=expected)).astimezone(UTC)
+    assert opens_at.hour == 7 and opens_at.minute == 0
+    assert result.next_pass_in_s == pytest.approx(expected, abs=5)
