@@ -29,11 +29,12 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.asyncio.sentinel import SentinelManagedConnection as AsyncSentinelConnection
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from producer.errors import ConfigError
 
@@ -151,6 +152,34 @@ def riding_out_async(retries: int) -> dict[str, Any]:
     }
 
 
+class _FollowingMaster(SentinelManagedConnection):
+    """redis-py's Sentinel connection asks the Sentinels for the master
+    only as the pool hands it out: one whose socket broke mid-command
+    reconnects, on its command's retries, to the address it had, after a
+    failover the dead master's, for good. This one asks on every connect,
+    and leaves retrying to the command (which asks again each time)."""
+
+    def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if not self._sock and self.connection_pool.is_master:
+            self.host, self.port = self.connection_pool.get_master_address()
+            retry_socket_connect = False
+        super().connect_check_health(check_health, retry_socket_connect)
+
+
+class _AsyncFollowingMaster(AsyncSentinelConnection):
+    """``_FollowingMaster`` for redis.asyncio."""
+
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if not self._reader and self.connection_pool.is_master:
+            self.host, self.port = await self.connection_pool.get_master_address()
+            retry_socket_connect = False
+        await super().connect_check_health(check_health, retry_socket_connect)
+
+
 def sync_client(url: str, **options: Any) -> redis.Redis:
     """A redis-py client for any of the URL forms; ``options`` go to each
     connection (timeouts, retries)."""
@@ -161,7 +190,7 @@ def sync_client(url: str, **options: Any) -> redis.Redis:
         list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(options)
     )
     master = sentinel.master_for(  # type: ignore[no-untyped-call]
-        target.service, **target.master_kwargs(), **options
+        target.service, connection_class=_FollowingMaster, **target.master_kwargs(), **options
     )
     return cast(redis.Redis, master)
 
@@ -174,7 +203,9 @@ def async_client(url: str, **options: Any) -> aioredis.Redis:
     sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
         list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(options)
     )
-    master = sentinel.master_for(target.service, **target.master_kwargs(), **options)
+    master = sentinel.master_for(
+        target.service, connection_class=_AsyncFollowingMaster, **target.master_kwargs(), **options
+    )
     return cast(aioredis.Redis, master)
 
 

