@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import redis
 
 from producer.core import keys
 from producer.job import FINAL_STATUSES
@@ -67,6 +68,9 @@ def test_a_job_completes_across_a_failover(durable: bool, tmp_path: Path) -> Non
                 120,
                 "a quarter of the job sent",
             )
+            if durable:  # with a replica connected, each request waited for it
+                with redis.Redis(port=rig.master_port) as master:
+                    assert master.info("commandstats")["cmdstat_wait"]["calls"] >= 1
             rig.master.kill_group()
             killed = time.monotonic()
             status = stack.wait_for(job_id, 240)
