@@ -127,6 +127,7 @@ def run_one(
                 scenario.threads or args.concurrency,
                 scenario.limit_parts_per_s,
                 *([f"--pool={pool}"] if pool else []),
+                settings_toml=scenario.settings_toml,
             )
         sandbox_kind = {"naive": "gosms", "limited": "sendbulk", "route": "sendbulk"}.get(
             scenario.kind, scenario.kind

@@ -21,6 +21,7 @@ VOIPCOMM_RECIPIENTS = 50_000
 LATENCY_SCENARIOS_MS = (200.0, 500.0)  # sendbulk at a real provider's answer time
 LATENCY_RECIPIENTS = 200_000
 LATENCY_THREADS = 32
+DURABLE_LATENCY_MS = 200.0  # compared with the plain sendbulk scenario at that latency
 LIMITED_RECIPIENTS = 200_000  # 10 s at the limit: a steady reading after the burst
 LIMIT_PARTS_PER_S = 20_000
 NAIVE_RECIPIENTS = 20_000
@@ -37,10 +38,19 @@ class Scenario:
     # > 0: each worker on Celery's threads pool with this many task threads
     # (one loop, many chunks in flight per process); 0: the run's prefork pool.
     threads: int = 0
+    # [settings] durable_sends: each request waits for its sending state to
+    # be fsynced (WAITAOF 1 0: the bench's Valkey has no replica).
+    durable: bool = False
 
     @property
     def name(self) -> str:
-        return self._name + (f"-threads{self.threads}" if self.threads else "")
+        threads = f"-threads{self.threads}" if self.threads else ""
+        return self._name + threads + ("-durable" if self.durable else "")
+
+    @property
+    def settings_toml(self) -> str:
+        """The workers' ``[settings]`` table for the scenario."""
+        return "\n[settings]\ndurable_sends = true\n" if self.durable else ""
 
     @property
     def _name(self) -> str:
@@ -59,7 +69,8 @@ class Scenario:
     def what(self) -> str:
         """One line for the report: what the scenario sends."""
         pool = f"; workers --pool=threads --concurrency={self.threads}" if self.threads else ""
-        return self._what + pool
+        durable = "; durable_sends = true (WAITAOF before each request)" if self.durable else ""
+        return self._what + pool + durable
 
     @property
     def _what(self) -> str:
@@ -107,6 +118,8 @@ def full_set(
             Scenario("sendbulk", LATENCY_RECIPIENTS, latency_ms),
             Scenario("sendbulk", LATENCY_RECIPIENTS, latency_ms, threads=LATENCY_THREADS),
         ]
+    # durable_sends' cost: the same job at 200 ms with and without (same run).
+    scenarios.append(Scenario("sendbulk", LATENCY_RECIPIENTS, DURABLE_LATENCY_MS, durable=True))
     # A route against the one-account path at the largest size (same run).
     scenarios.append(Scenario("route", max(sizes)))
     scenarios.append(Scenario("voipcomm", voipcomm_recipients))

@@ -49,7 +49,9 @@ DE = ["bench-route-de"]
 """
 
 
-def write_accounts(path: Path, base_url: str, limit_parts_per_s: float) -> dict[str, str]:
+def write_accounts(
+    path: Path, base_url: str, limit_parts_per_s: float, settings_toml: str = ""
+) -> dict[str, str]:
     """The providers TOML; returns the environment its ``${VAR}``s need
     (credentials reach the workers through the environment, as in production)."""
     lines: list[str] = []
@@ -60,7 +62,7 @@ def write_accounts(path: Path, base_url: str, limit_parts_per_s: float) -> dict[
         account, account_env = sandbox.account_toml(kind, f"SMSBULK_BENCH_{name}")
         lines += account
         env.update(account_env)
-    path.write_text("\n".join(lines) + "\n" + ROUTE)
+    path.write_text("\n".join(lines) + "\n" + ROUTE + settings_toml)
     return env
 
 
@@ -103,10 +105,16 @@ class Stack:
         )
 
     def start_smsbulk_workers(
-        self, workers: int, concurrency: int, limit_parts_per_s: float, *worker_args: str
+        self,
+        workers: int,
+        concurrency: int,
+        limit_parts_per_s: float,
+        *worker_args: str,
+        settings_toml: str = "",
     ) -> None:
+        """``settings_toml``: the config's ``[settings]`` table, if any."""
         config = self.work / "providers.toml"
-        self.env.update(write_accounts(config, self.sandbox_url, limit_parts_per_s))
+        self.env.update(write_accounts(config, self.sandbox_url, limit_parts_per_s, settings_toml))
         metrics_dir = self.work / "metrics"
         metrics_dir.mkdir(exist_ok=True)
         for n in range(1, workers + 1):

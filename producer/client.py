@@ -10,15 +10,12 @@ from typing import Any, cast
 
 import redis
 from celery import Celery
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from producer import control, monitoring
 from producer.accounts import AccountInfo, KindInfo, load_accounts
 from producer.control import JobStateConflict
 from producer.core import keys
+from producer.core.connection import celery_settings, riding_out, sync_client
 from producer.core.settings import job_settings
 from producer.core.states import ENDED_STATES
 from producer.core.store import iter_outcomes, read_status
@@ -50,12 +47,9 @@ def redis_url_from_env() -> str:
 
 
 def connect(redis_url: str) -> redis.Redis:
-    """A Redis client that rides out a server restart (about 30 s of retries)."""
-    return redis.Redis.from_url(
-        redis_url,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), REDIS_RETRIES),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-    )
+    """A Redis client that rides out a server restart or a failover (about
+    30 s of retries), for any URL form (producer/core/connection.py)."""
+    return sync_client(redis_url, **riding_out(REDIS_RETRIES))
 
 
 def queue_for(priority: str) -> str:
@@ -133,9 +127,13 @@ def publish_plan(
 
 def broker_app(redis_url: str) -> Celery:
     """A Celery app used only to publish: the producer never imports worker/."""
-    app = Celery("smsbulk-producer", broker=redis_url, set_as_current=False)
+    urls = celery_settings(redis_url)
+    app = Celery("smsbulk-producer", broker=urls.pop("broker_url"), set_as_current=False)
+    urls.pop("result_backend")
     # task-sent events: without them Flower shows a task only once a worker takes it.
-    app.conf.update(task_serializer="json", accept_content=["json"], task_send_sent_event=True)
+    app.conf.update(
+        task_serializer="json", accept_content=["json"], task_send_sent_event=True, **urls
+    )
     return app
 
 

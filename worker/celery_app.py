@@ -13,10 +13,12 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery, signals
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from producer.accounts import read_config_file
 from producer.client import connect, redis_url_from_env
 from producer.core import keys
+from producer.core.connection import celery_settings, certificate_refused
 from producer.errors import ConfigError
 from worker.ops.config import SettingsTable, parse_settings
 from worker.ops.timing import DAY_S, Timing
@@ -51,12 +53,19 @@ _transport: dict[str, Any] = {
     "queue_order_strategy": "priority",
 }
 
-app = Celery("smsbulk", broker=redis_url_from_env(), include=["worker.tasks"])
+# The URL's form (TLS, Sentinel) decides the broker's and backend's URLs and
+# their TLS or Sentinel options (producer/core/connection.py).
+_urls = celery_settings(redis_url_from_env())
+_transport.update(_urls.pop("broker_transport_options", {}))
+_backend_transport = {"visibility_timeout": TIMING.visibility_timeout_s}
+_backend_transport.update(_urls.pop("result_backend_transport_options", {}))
+
+app = Celery("smsbulk", broker=_urls.pop("broker_url"), include=["worker.tasks"])
 app.conf.update(
+    **_urls,
     task_serializer="json",
     result_serializer="json",
     accept_content=["json"],
-    result_backend=redis_url_from_env(),
     result_expires=24 * 3600,
     task_ignore_result=True,
     task_acks_late=True,
@@ -72,7 +81,7 @@ app.conf.update(
     task_time_limit=TIMING.task_time_limit_s,
     task_soft_time_limit=TIMING.task_time_limit_s - 2,
     broker_transport_options=_transport,
-    result_backend_transport_options={"visibility_timeout": TIMING.visibility_timeout_s},
+    result_backend_transport_options=_backend_transport,
     visibility_timeout=TIMING.visibility_timeout_s,
     worker_send_task_events=True,
     task_send_sent_event=True,
@@ -115,6 +124,15 @@ def _check_config(**_: Any) -> None:
         raise SystemExit(f"smsbulk: configuration error: {error}") from None
     client = connect(redis_url_from_env())
     try:
+        try:
+            client.ping()
+        except RedisConnectionError as error:
+            if certificate_refused(error):
+                raise SystemExit(
+                    f"smsbulk: SMSBULK_REDIS_URL: the Redis server's TLS certificate "
+                    f"does not verify: {error}"
+                ) from None
+            raise
         client.hset(
             keys.ACCOUNTS,
             mapping={

@@ -27,13 +27,9 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import aiohttp
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from producer.client import REDIS_RETRIES, redis_url_from_env
+from producer.core.connection import async_client, riding_out_async
 from producer.routes import Route
 from worker.ops.config import Config, load_config
 from worker.ops.timing import Timing
@@ -96,13 +92,9 @@ class Runtime:
                 target=self.loop.run_forever, name="smsbulk-loop", daemon=True
             )
             self._loop_thread.start()
-        self.redis = aioredis.Redis.from_url(
-            redis_url,
-            # Ride out a Redis restart, like producer.client.connect: a commit
-            # waits for the server to come back.
-            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), REDIS_RETRIES),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        )
+        # Ride out a Redis restart or failover, like producer.client.connect:
+        # a commit waits for the server to come back.
+        self.redis = async_client(redis_url, **riding_out_async(REDIS_RETRIES))
         self.store = ResultsStore(self.redis)
         self.limiter = RateLimiter(self.redis)
         self.guards = AccountGuards(Circuits(self.redis), DailyCaps(self.redis))

@@ -10,6 +10,7 @@ worker that lost its chunk cannot overwrite the one that took it over.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, cast
@@ -86,9 +87,49 @@ def new_token() -> str:
     return uuid.uuid4().hex
 
 
+def _text(answer: Any) -> str:
+    return str(answer.decode() if isinstance(answer, bytes) else answer)
+
+
+class Durability:
+    """How a request's ``sending`` state is made to outlive the Redis
+    server that took it (``[settings] durable_sends``): with a replica
+    connected, ``WAIT 1 T`` (on a replica, so a failover keeps it); without
+    one, ``WAITAOF 1 0 T`` (fsynced to the local append-only file, so a
+    crash keeps it; an error without ``appendonly yes``). Which of the two
+    is looked up again every ``RECHECK_S``: a failover or a new replica
+    changes it, and INFO per request would cost a round trip."""
+
+    RECHECK_S = 5.0
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.redis = client
+        self._replica = False
+        self._checked_at: float | None = None
+
+    async def uses_replica(self) -> bool:
+        now = time.monotonic()
+        if self._checked_at is None or now - self._checked_at > self.RECHECK_S:
+            info = await self.redis.info("replication")
+            self._replica = int(info.get("connected_slaves", 0)) > 0
+            self._checked_at = now
+        return self._replica
+
+    @staticmethod
+    def acknowledged(reply: Any, replicated: bool) -> bool:
+        """WAIT answers how many replicas have the writes; WAITAOF, how many
+        fsynced them locally and on replicas (an error: no append-only file)."""
+        if isinstance(reply, Exception):
+            return False
+        if replicated:
+            return int(reply) >= 1
+        return int(reply[0]) >= 1
+
+
 class ResultsStore:
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
+        self.durability = Durability(client)
         self._commit = async_script("commit_outcomes")
         self._release = async_script("release_lease")
         self._mark_done = async_script("mark_chunk_done")
@@ -158,15 +199,40 @@ class ResultsStore:
         request_id: str,
         state: dict[str, Any],
         lease_token: str,
+        durable_ms: int = 0,
     ) -> str:
         """Mark a pending request ``sending`` (begin_request.lua): ``begun``, or why
-        not: ``stopped`` (paused or cancelled), ``lease`` or ``taken``."""
-        answer = await self._begin(
-            keys=[keys.job(job_id), keys.requests(job_id, chunk_no), keys.lease(job_id, chunk_no)],
-            args=[request_id, json.dumps(state, separators=(",", ":")), lease_token],
-            client=self.redis,
-        )
-        return str(answer.decode() if isinstance(answer, bytes) else answer)
+        not: ``stopped`` (paused or cancelled), ``lease`` or ``taken``.
+
+        ``durable_ms`` > 0 (``[settings] durable_sends``): ``begun`` only
+        once the state is also on a replica or on disk (``Durability``),
+        waiting at most that long; else ``not_durable`` (the state is
+        ``sending`` on this server only: the caller must not send, and drops it)."""
+        script_keys = [
+            keys.job(job_id),
+            keys.requests(job_id, chunk_no),
+            keys.lease(job_id, chunk_no),
+        ]
+        args = [request_id, json.dumps(state, separators=(",", ":")), lease_token]
+        if not durable_ms:
+            answer = await self._begin(keys=script_keys, args=args, client=self.redis)
+            return _text(answer)
+        # WAIT and WAITAOF count the writes of their own connection: the
+        # script and the wait go down one connection, in one round trip.
+        pipe = self.redis.pipeline(transaction=False)
+        await self._begin(keys=script_keys, args=args, client=pipe)
+        replicated = await self.durability.uses_replica()
+        if replicated:
+            pipe.execute_command("WAIT", 1, durable_ms)
+        else:
+            pipe.execute_command("WAITAOF", 1, 0, durable_ms)
+        answer, acked = await pipe.execute(raise_on_error=False)
+        if isinstance(answer, Exception):
+            raise answer
+        begun = _text(answer)
+        if begun == "begun" and not Durability.acknowledged(acked, replicated):
+            return "not_durable"
+        return begun
 
     async def claim_callback(self, job_id: str) -> bool:
         """True once per ended job whose every recipient is final: whoever

@@ -37,7 +37,13 @@ from worker.ops import callbacks
 from worker.ops.logs import get_logger
 from worker.pipeline.cancelling import Sweep, sweep_cancelled
 from worker.pipeline.chunking import chunk_count
-from worker.pipeline.sending import ChunkSender, PassResult, defer_unless_capacity, fail_chunk
+from worker.pipeline.sending import (
+    DURABLE_TIMEOUT_MS,
+    ChunkSender,
+    PassResult,
+    defer_unless_capacity,
+    fail_chunk,
+)
 from worker.providers.registry import kind_infos
 from worker.runtime import Runtime, get_runtime
 from worker.store import JobRecord, ResultsStore, new_token
@@ -258,6 +264,7 @@ async def _send_chunk(
             adapters=runtime.adapters_for(route) if route else None,
             guards=runtime.guards,
             default_timezone=runtime.config.settings.default_timezone,
+            durable_ms=DURABLE_TIMEOUT_MS if runtime.config.settings.durable_sends else 0,
         )
         result = await sender.run(runtime.session)
         if result.chunk_done:

@@ -33,6 +33,7 @@ from producer.api.console import add_console
 from producer.api.errors import Invalid, StreamBroken, error_middleware, json_error
 from producer.api.openapi import openapi_document
 from producer.client import NoSuchJob, Producer, redis_url_from_env
+from producer.core.connection import sync_client
 from producer.errors import ConfigError
 from producer.job import JobStatus, MaxCost, Outcome, is_job_id, refusal_from
 from producer.results import ENCODERS, MEDIA_TYPES, next_batch
@@ -353,7 +354,7 @@ def create_app(
     state = ApiState(
         producer=producer,
         # No retries: a liveness probe must answer promptly when Redis is away.
-        health=redis.Redis.from_url(
+        health=sync_client(
             url, socket_connect_timeout=2, socket_timeout=2, retry=Retry(NoBackoff(), 0)
         ),
         executor=ThreadPoolExecutor(threads, thread_name_prefix="smsbulk-api"),

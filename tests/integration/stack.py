@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from producer import Producer
+from producer.core.connection import sync_client
 from producer.job import JobStatus
 from tests.conftest import child_env, sandbox_account, write_config
 from worker.dev.launcher import Process, start_sandbox, start_valkey, start_worker, wait_until
@@ -40,7 +41,7 @@ class Stack:
         return Producer(self.redis_url, config_path=str(self.config))
 
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url)
+        return sync_client(self.redis_url)
 
     def add_worker(self, concurrency: int = 2, *args: str) -> Process:
         name = f"w{len(self.workers) + 1}"

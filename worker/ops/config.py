@@ -65,6 +65,9 @@ class SettingsTable(BaseModel):
     # The local time of a recipient whose number has no known time zone
     # (send windows), unless its window names a zone.
     default_timezone: str = "UTC"
+    # Send a request only once its `sending` state is on a replica (WAIT) or
+    # on disk (WAITAOF): a Redis failover or crash cannot make it forgotten.
+    durable_sends: StrictBool = False
 
     @field_validator("default_timezone")
     @classmethod

@@ -65,6 +65,11 @@ T = TypeVar("T")
 REQUESTS_IN_FLIGHT_PER_CHUNK = 4
 INLINE_WAIT_MAX_S = 0.5  # longer waits give the worker back (the chunk is deferred)
 RETURNS_PER_SLOT = 3  # deferred chunks of an account that come back per request it can send
+# durable_sends: how long a request's sending state may wait to be on a
+# replica or on disk (docs/INTERFACE.md: a second), and how soon the chunk's
+# next pass tries again a request that could not have it.
+DURABLE_TIMEOUT_MS = 1000
+NOT_DURABLE_RETRY_S = 1.0
 DEFERRED_GRACE_S = 10.0  # a deferred chunk is counted this long past its latest countdown
 
 
@@ -239,8 +244,10 @@ class ChunkSender:
         adapters: Mapping[str, Adapter] | None = None,
         guards: AccountGuards | None = None,
         default_timezone: str = "UTC",
+        durable_ms: int = 0,
     ) -> None:
         self.store = store
+        self.durable_ms = durable_ms  # durable_sends: how long a sending state may wait for it
         self.limiter = limiter
         self.adapter = adapter  # a route job's: its default list's first account's
         self.account = adapter.account
@@ -269,6 +276,7 @@ class ChunkSender:
         self._started = time.monotonic()
         self._inline_until: float | None = None  # end of the pass's inline wait for capacity
         self._stopped = False  # a request found the job paused or cancelled
+        self._not_durable = False  # durable_sends could not be had: send nothing more
         self._lost = False  # a request found the lease or itself no longer this pass's
         self._deferred: tuple[float, int] | None = None  # (wait, parts) of a refused request
         self._unsent: list[str] = []  # planned requests this pass gave up on
@@ -649,11 +657,12 @@ class ChunkSender:
             "t": now_s(),
             "k": token,
         }
-        if not await self._begin(request_id, sending):
+        begun = await self._begin(request_id, sending)
+        if begun is not True:
             await self.guards.unused(account, parts)
             await self._release(batch)
             await self._refund(account, reserved, batch, batch)
-            return None
+            return begun
         started = time.monotonic()
         sent = await self._post(session, request_id, adapter, batch)
         metrics.record_request(
@@ -822,23 +831,35 @@ class ChunkSender:
             return True, None
         return False, None
 
-    async def _begin(self, request_id: str, sending: dict[str, Any]) -> bool:
-        """Mark the request ``sending`` (``store.begin_request``): False if
-        the job stopped or the chunk is no longer this pass's."""
+    async def _begin(self, request_id: str, sending: dict[str, Any]) -> bool | float | None:
+        """Mark the request ``sending`` (``store.begin_request``): True, or,
+        not to send it, None if the job stopped or the chunk is no longer
+        this pass's, or the delay before the next pass tries it again if
+        ``durable_sends`` could not have its state on a replica or on disk
+        in time (it is dropped with the pass's unsent ones: its recipients
+        stay pending, the next pass plans them again)."""
+        if self._not_durable:  # an earlier request of the pass could not have it
+            self._unsent.append(request_id)
+            return NOT_DURABLE_RETRY_S
         begun = await self.store.begin_request(
-            self.job.job_id, self.chunk_no, request_id, sending, self.lease_token
+            self.job.job_id, self.chunk_no, request_id, sending, self.lease_token, self.durable_ms
         )
+        if begun == "not_durable":
+            self.log.warning("request_not_durable", request=request_id)
+            self._not_durable = True
+            self._unsent.append(request_id)
+            return NOT_DURABLE_RETRY_S
         if begun == "stopped":
             # Paused or cancelled meanwhile: whoever resumes enqueues the chunk again.
             self._unsent.append(request_id)
             self._stopped = True
-            return False
+            return None
         if begun != "begun":
             # The lease ran out, or someone else settled or dropped the
             # request: the chunk is another pass's now. Send nothing more.
             self.log.warning("request_not_begun", request=request_id, reason=begun)
             self._lost = True
-            return False
+            return None
         self._begun.add(request_id)
         return True
 

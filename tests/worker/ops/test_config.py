@@ -76,6 +76,7 @@ def test_credentials_come_from_the_environment(
             "providers.bulk.send_window.end",
         ),
         (lambda t: t + "[settings]\ndefault_timezone = 'Mars'\n", "settings.default_timezone"),
+        (lambda t: t + "[settings]\ndurable_sends = 'yes'\n", "settings.durable_sends"),
         (lambda t: t.replace("${KEY}", "${NOT_SET_ANYWHERE}"), "NOT_SET_ANYWHERE"),
         (lambda t: "[providers]\n", "providers"),
         (lambda t: t + "oops = [", "not valid TOML"),
@@ -101,6 +102,14 @@ def test_an_accounts_send_window_and_the_default_time_zone_are_read(
     assert (window.start, window.end, window.timezone) == ("09:00", "20:00", None)
     assert config.settings.default_timezone == "Africa/Nairobi"  # type: ignore[attr-defined]
     assert load(tmp_path, GOOD).settings.default_timezone == "UTC"  # type: ignore[attr-defined]
+
+
+def test_durable_sends_is_off_unless_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARTNER", "p")
+    monkeypatch.setenv("KEY", "k")
+    assert load(tmp_path, GOOD).settings.durable_sends is False  # type: ignore[attr-defined]
+    on = load(tmp_path, GOOD + "[settings]\ndurable_sends = true\n")
+    assert on.settings.durable_sends is True  # type: ignore[attr-defined]
 
 
 def test_missing_config_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,6 +30,7 @@ from producer.job import SendWindow
 from producer.phone import parse_number, time_zones
 from tests.producer.test_control import mark_running
 from tests.worker.background.test_retention import ACCOUNT as RETENTION_ACCOUNT
+from worker.dev.launcher import wait_until
 from worker.ops.config import SettingsTable
 from worker.ops.timing import Timing
 from worker.pipeline.guards import AccountGuards
@@ -37,6 +38,7 @@ from worker.pipeline.rate_limit import Decision, Limits, RateLimiter
 from worker.pipeline.send_window import Window, open_in_s
 from worker.pipeline.sending import (
     DEFERRED_GRACE_S,
+    NOT_DURABLE_RETRY_S,
     REQUESTS_IN_FLIGHT_PER_CHUNK,
     RETURNS_PER_SLOT,
     ChunkSender,
@@ -145,7 +147,11 @@ def on_valkey(redis_url: str, use: Callable[[aioredis.Redis], Awaitable[T]]) -> 
 
 
 async def one_pass(
-    store: ResultsStore, adapter: Adapter, job_id: str, limiter: RateLimiter | None = None
+    store: ResultsStore,
+    adapter: Adapter,
+    job_id: str,
+    limiter: RateLimiter | None = None,
+    durable_ms: int = 0,
 ) -> PassResult:
     """A pass the way a task runs one: under the chunk's lease."""
     job = await store.job(job_id)
@@ -161,6 +167,7 @@ async def one_pass(
             0,
             TIMING,
             lease_token=token,
+            durable_ms=durable_ms,
         )
         return await sender.run(cast(aiohttp.ClientSession, None))
     finally:
@@ -420,6 +427,56 @@ def test_a_pass_that_lost_its_lease_begins_no_further_request(
     # Only the requests begun before the lease changed hands were sent.
     assert len(adapter.posts) <= REQUESTS_IN_FLIGHT_PER_CHUNK
     assert client.get(keys.lease(job_id, 0)) == b"another-pass"  # not released by the loser
+
+
+# --- durable_sends ---------------------------------------------------------------------
+
+
+def waits_made(client: redis.Redis) -> tuple[int, ...]:
+    stats = client.info("commandstats")
+    return tuple(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("wait", "waitaof", "info"))
+
+
+def test_without_durable_sends_a_pass_makes_no_durability_call(
+    producer: Producer, redis_url: str
+) -> None:
+    job_id = personal_job(producer, 12)
+    adapter = FakeAdapter(ACCOUNT)
+    before = waits_made(producer.redis)
+    on_valkey(redis_url, lambda c: one_pass(ResultsStore(c), adapter, job_id))
+    wait, waitaof, info = waits_made(producer.redis)
+    assert len(adapter.posts) == 12
+    assert (wait, waitaof, info) == (before[0], before[1], before[2] + 1)  # +1: `before`'s
+
+
+def test_with_durable_sends_a_request_whose_state_cannot_be_kept_is_not_sent(
+    producer: Producer, redis_url: str
+) -> None:
+    job_id = personal_job(producer, 12)
+    client = producer.redis
+    assert (
+        client.config_get("appendonly")["appendonly"] == "no"
+        and not client.info("replication")["connected_slaves"]
+    )
+    adapter = FakeAdapter(ACCOUNT)
+
+    def durable_pass() -> PassResult:
+        return on_valkey(
+            redis_url, lambda c: one_pass(ResultsStore(c), adapter, job_id, durable_ms=200)
+        )
+
+    result = durable_pass()
+    assert adapter.posts == [] and not result.chunk_done
+    assert result.next_pass_in_s == NOT_DURABLE_RETRY_S
+    assert request_states(client, job_id) == Counter() and outcomes(client, job_id) == {}
+    client.config_set("appendonly", "yes")  # WAITAOF 1 0 can be had now
+    try:
+        wait_until(lambda: client.info("persistence")["aof_rewrite_in_progress"] == 0, 10, "AOF")
+        assert durable_pass().chunk_done
+    finally:
+        client.config_set("appendonly", "no")
+    assert sorted(adapter.posts) == list(range(12))
+    assert {o.status for o in outcomes(client, job_id).values()} == {"accepted"}
 
 
 # --- send windows ----------------------------------------------------------------------
