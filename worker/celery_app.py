@@ -60,7 +60,13 @@ _transport.update(_urls.pop("broker_transport_options", {}))
 _backend_transport = {"visibility_timeout": TIMING.visibility_timeout_s}
 _backend_transport.update(_urls.pop("result_backend_transport_options", {}))
 
-app = Celery("smsbulk", broker=_urls.pop("broker_url"), include=["worker.tasks"])
+app = Celery(
+    "smsbulk",
+    broker=_urls.pop("broker_url"),
+    include=["worker.tasks"],
+    # Acks that survive a broker reconnect (worker/ops/acks.py).
+    task_cls="worker.ops.acks:SmsbulkTask",
+)
 app.conf.update(
     **_urls,
     task_serializer="json",
