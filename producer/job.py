@@ -124,13 +124,16 @@ HHMM = Annotated[
 ]
 
 
-def is_time_zone(name: str) -> bool:
-    """Is ``name`` an IANA time zone this machine knows (tzdata ships them)?"""
+def _known_zone(name: str) -> str:
+    """``name`` if it is an IANA time zone this machine knows (tzdata ships them)."""
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
+        raise ValueError("not an IANA time zone name (e.g. Europe/Bucharest)") from None
+    return name
+
+
+TimeZone = Annotated[StrictStr, Field(min_length=1, max_length=64), AfterValidator(_known_zone)]
 
 
 class SendWindow(BaseModel):
@@ -140,7 +143,7 @@ class SendWindow(BaseModel):
 
     start: HHMM = Field(description="Local time the window opens, HH:MM (24 h).")
     end: HHMM = Field(description="Local time it closes, HH:MM; before start: overnight.")
-    timezone: Annotated[StrictStr, Field(min_length=1, max_length=64)] | None = Field(
+    timezone: TimeZone | None = Field(
         default=None,
         description=(
             "An IANA time zone for every recipient; without it, each recipient's own zones"
@@ -148,13 +151,6 @@ class SendWindow(BaseModel):
             " of no known zone the workers' default_timezone."
         ),
     )
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str | None) -> str | None:
-        if value is not None and not is_time_zone(value):
-            raise ValueError("not an IANA time zone name (e.g. Europe/Bucharest)")
-        return value
 
     @model_validator(mode="after")
     def _not_empty(self) -> SendWindow:

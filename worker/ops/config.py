@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from producer.accounts import read_config_file
 from producer.errors import ConfigError
-from producer.job import SendWindow, field_path, is_time_zone
+from producer.job import SendWindow, TimeZone, field_path
 from producer.routes import Route, parse_routes
 from worker.providers.account import Account, NumberFormat
 from worker.providers.registry import adapter_class
@@ -64,17 +64,10 @@ class SettingsTable(BaseModel):
     callback_allow_http: StrictBool = False
     # The local time of a recipient whose number has no known time zone
     # (send windows), unless its window names a zone.
-    default_timezone: str = "UTC"
+    default_timezone: TimeZone = "UTC"
     # Send a request only once its `sending` state is on a replica (WAIT) or
     # on disk (WAITAOF): a Redis failover or crash cannot make it forgotten.
     durable_sends: StrictBool = False
-
-    @field_validator("default_timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        if not is_time_zone(value):
-            raise ValueError("not an IANA time zone name (e.g. Europe/Bucharest)")
-        return value
 
 
 @dataclass(frozen=True)
