@@ -388,7 +388,7 @@ class ChunkSender:
             )
             groups, rejections, self._places = routed.groups, routed.rejections, routed.places
             if routed.held:
-                self._held_s = min(holding[name] for name in routed.held_on)
+                self._hold(min(holding[name] for name in routed.held_on))
         if clocks:
             self._hold_for_windows(clocks)
         every = [r for group in groups.values() for r in group]
@@ -434,11 +434,7 @@ class ChunkSender:
         opens = [c.opens_in_s for c in clocks if c.opens_in_s is not None]
         if not opens:
             return
-        wait_s = min(opens)
-        deadline = deadline_s(self.job)
-        if deadline is not None:
-            wait_s = min(wait_s, max(deadline - now_s(), 0.0) + 0.5)
-        self._held_s = wait_s if self._held_s is None else min(self._held_s, wait_s)
+        wait_s = self._hold(min(opens))
         self.log.info(
             "recipients_outside_window",
             held=sum(c.held for c in clocks),
@@ -464,7 +460,7 @@ class ChunkSender:
             if away:
                 moving.add(name)
             if wait_s is not None:
-                holding[name] = min(wait_s, self.timing.max_countdown_s)
+                holding[name] = wait_s
         return stopped, frozenset(moving), holding
 
     async def _plan(
@@ -805,9 +801,20 @@ class ChunkSender:
         }
         await self._commit(moved)
         if len(moved) < len(batch):
-            wait_s = min(wait_s, self.timing.max_countdown_s)
-            self._held_s = wait_s if self._held_s is None else min(self._held_s, wait_s)
+            self._hold(wait_s)
         return 0.0 if moved else None
+
+    def _hold(self, wait_s: float) -> float:
+        """Recipients held back ``wait_s`` (a window to open, a circuit to
+        cool, a daily cap to reset at 00:00 UTC): the chunk is looked at again
+        after the soonest such wait, or when the job's validity ends, to
+        expire them. A wait past a Celery countdown parks the chunk
+        (worker/tasks.py). Returns the wait used."""
+        deadline = deadline_s(self.job)
+        if deadline is not None:
+            wait_s = min(wait_s, max(deadline - now_s(), 0.0) + 0.5)
+        self._held_s = wait_s if self._held_s is None else min(self._held_s, wait_s)
+        return wait_s
 
     async def _hold_back(self, account: Account, parts: int) -> tuple[bool, float | None]:
         """Whether the request waits for another pass, and the wait to
