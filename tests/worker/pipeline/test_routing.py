@@ -5,9 +5,8 @@ next account of its list only while it provably was not accepted."""
 
 from __future__ import annotations
 
-import time
-
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import cast
