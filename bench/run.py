@@ -196,7 +196,8 @@ def summary(result: Result) -> str:
         f"[{result.scenario.name}] done: {result.total_s:.1f} s, {result.e2e_per_s:,.0f} rcpt/s "
         f"end to end ({result.send_per_s:,.0f}/s after submission, steady "
         f"{report.fmt_rate(result.steady_per_s)}/s); workers peak "
-        f"{report.fmt_mb(result.worker_peak_kb)} MB; redis "
+        f"{report.fmt_mb(result.worker_peak_kb)} MB; worker CPU "
+        f"{1e6 * result.cpu_s.get('workers', 0) / result.recipients:,.1f} ms per 1000; redis "
         f"{result.redis_bytes_per_recipient('after'):,.0f} B/recipient"
     )
 

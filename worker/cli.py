@@ -191,14 +191,45 @@ def cmd_schema(args: argparse.Namespace, producer: Producer | None) -> int:
     return 0
 
 
+def _pool_options(rest: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The options of Celery's that decide the default pool, and ours."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("-P", "--pool")
+    parser.add_argument("-c", "--concurrency", type=int)
+    parser.add_argument("-n", "--hostname")
+    parser.add_argument("--processes", type=int)
+    return parser.parse_known_args(rest)
+
+
 def cmd_worker(args: argparse.Namespace, rest: list[str]) -> int:
     from producer.core import keys
-    from worker.celery_app import app
     from worker.ops.config import load_config
+    from worker.supervisor import THREADS_PER_PROCESS, die_with_supervisor, supervise
 
     load_config()  # fail now, naming the key, rather than inside Celery
-    argv = ["worker", f"--queues={','.join(keys.WORKER_QUEUES)}", *rest]
-    app.worker_main(argv)
+    die_with_supervisor()
+    options, others = _pool_options(rest)
+    processes = options.processes or os.cpu_count() or 1
+    if options.pool is None and processes > 1:
+        # The default: a threads-pool worker a core (worker/supervisor.py).
+        threads = options.concurrency or THREADS_PER_PROCESS
+        return supervise(others, processes, threads, options.hostname)
+    if options.pool is None:
+        others = [
+            "--pool=threads",
+            f"--concurrency={options.concurrency or THREADS_PER_PROCESS}",
+            *others,
+        ]
+    else:
+        others = [f"--pool={options.pool}", *others]
+        if options.concurrency:
+            others.append(f"--concurrency={options.concurrency}")
+    if options.hostname:
+        others.append(f"--hostname={options.hostname}")
+
+    from worker.celery_app import app
+
+    app.worker_main(["worker", f"--queues={','.join(keys.WORKER_QUEUES)}", *others])
     return 0
 
 
@@ -311,7 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("estimate", help="parts, encodings and cost of a job file, sending nothing")
     p.add_argument("file")
     sub.add_parser("schema", help="print the job's JSON Schema")
-    sub.add_parser("worker", help="run a Celery worker (other arguments go to Celery)")
+    sub.add_parser(
+        "worker",
+        help=(
+            "run the workers: by default one threads-pool Celery worker a core"
+            " (--processes N, --concurrency threads each, default 32); with --pool,"
+            " one Celery worker of that pool; other arguments go to Celery"
+        ),
+    )
     p = sub.add_parser("sandbox", help="run fake providers speaking the four documented APIs")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8025)

@@ -263,7 +263,7 @@ def _start(work: Path, kinds: list[str], keep_flower: bool, started: _Started) -
     sandbox_url = f"http://127.0.0.1:{port}"
     config = work / CONFIG_FILE
     env.update(SMSBULK_CONFIG=str(config), **write_config(config, sandbox_url, kinds))
-    started.worker = launcher.start_worker(env, work, "demo-worker", concurrency=2)
+    started.worker = launcher.start_default_worker(env, work, "demo-worker")
     started.processes.append(started.worker)
     if keep_flower:
         flower, flower_port = launcher.start_flower(env, work)

@@ -120,15 +120,25 @@ def start_sandbox(env: dict[str, str], log_dir: Path, *args: str) -> tuple[Proce
 def start_worker(
     env: dict[str, str], log_dir: Path, name: str, concurrency: int = 2, *args: str
 ) -> Process:
+    """``smsbulk worker`` of ``concurrency`` prefork processes, unless ``args``
+    name another pool or ``--processes`` (smsbulk's default, then of
+    ``concurrency`` threads a process: worker/supervisor.py)."""
+    chooses = any(a.startswith(("--pool", "-P", "--processes")) for a in args)
+    return start_default_worker(
+        env,
+        log_dir,
+        name,
+        f"--concurrency={concurrency}",
+        *([] if chooses else ["--pool=prefork"]),
+        *args,
+    )
+
+
+def start_default_worker(env: dict[str, str], log_dir: Path, name: str, *args: str) -> Process:
+    """``smsbulk worker`` as a user runs it, plus ``args``."""
     return Process(
         name,
-        smsbulk_argv(
-            "worker",
-            f"--hostname={name}@%h",
-            f"--concurrency={concurrency}",
-            "--loglevel=INFO",
-            *args,
-        ),
+        smsbulk_argv("worker", f"--hostname={name}@%h", "--loglevel=INFO", *args),
         env,
         log_dir / f"{name}.log",
     )
