@@ -1,5 +1,6 @@
-"""A real prefork worker's /metrics: what its pool processes recorded while
-a job ran against the sandbox, with throttling and a tight rate limit."""
+"""A real worker's /metrics (prefork, and smsbulk's default supervisor):
+what its processes recorded while a job ran against the sandbox, with
+throttling and a tight rate limit."""
 
 from __future__ import annotations
 
@@ -30,8 +31,15 @@ SLOW = {
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-@pytest.fixture
-def stack(valkey: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, int]]:
+# Celery's prefork pool (the main process adds up its pool processes), and
+# smsbulk's default (the supervisor adds up its threads-pool workers).
+WORKERS = {"prefork": (2,), "default": (4, "--processes=2")}
+
+
+@pytest.fixture(params=sorted(WORKERS))
+def stack(
+    valkey: object, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[tuple[Stack, int]]:
     url = valkey.connection_url  # type: ignore[attr-defined]
     redis.Redis.from_url(url).flushall()
     built = make_stack(
@@ -46,7 +54,7 @@ def stack(valkey: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         built.sandbox_post("/_sandbox/settings", {"seed": 1})
         port = free_port()
         built.env["SMSBULK_METRICS_PORT"] = str(port)
-        worker = built.add_worker(concurrency=2)
+        worker = built.add_worker(*WORKERS[request.param])
         wait_until(lambda: port_open(port) or not worker.alive(), 60, "the metrics port")
         yield built, port
     finally:
