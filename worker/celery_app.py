@@ -82,7 +82,9 @@ app.conf.update(
     # Redis in between, so one process a core leaves the cores idle: on 2
     # cores, 100,000 sendbulk at 100 ms a request went at 11,400/s with 2
     # processes, 22,700/s with 4 (1,000,000 at 0 ms: 27,500-31,100/s with 2,
-    # 31,600-32,200/s with 4). --concurrency overrides it.
+    # 31,600-32,200/s with 4). --concurrency overrides it. This is Celery's
+    # prefork pool (`--pool=prefork`, `celery -A worker.celery_app worker`);
+    # `smsbulk worker`'s default is worker/supervisor.py.
     worker_concurrency=2 * (os.cpu_count() or 1),
     task_time_limit=TIMING.task_time_limit_s,
     task_soft_time_limit=TIMING.task_time_limit_s - 2,
