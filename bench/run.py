@@ -37,6 +37,9 @@ from bench.scenarios import Scenario
 from bench.stack import REPO, Stack
 from bench.targets import SmsbulkTarget
 
+# The naive peer's Celery prefork processes per worker (each a task at a time).
+NAIVE_CONCURRENCY = 2
+
 DOCS = REPO / "docs" / "BENCHMARKS.md"
 
 
@@ -61,9 +64,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--naive-recipients", type=int, default=scenarios.NAIVE_RECIPIENTS)
     parser.add_argument("--voipcomm-recipients", type=int, default=scenarios.VOIPCOMM_RECIPIENTS)
     parser.add_argument("--limited-recipients", type=int, default=scenarios.LIMITED_RECIPIENTS)
-    parser.add_argument("--concurrency", type=int, default=2, help="pool processes per worker")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (each -c N)")
-    parser.add_argument("--pool", default=None, help="the workers' Celery pool (prefork, threads)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="each worker's --concurrency (default: smsbulk worker's own)",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="`smsbulk worker` commands")
+    parser.add_argument(
+        "--pool",
+        default=None,
+        help="the workers' Celery pool (prefork, threads; default: smsbulk worker's own)",
+    )
     parser.add_argument("--no-aof", action="store_true", help="Valkey without appendonly")
     parser.add_argument("--docs", type=Path, help=f"write the report here (default {DOCS})")
     parser.add_argument("--no-docs", action="store_true", help="write no report")
@@ -117,16 +129,14 @@ def run_one(
             info["valkey"] = str(server.get("valkey_version") or server.get("redis_version"))
             client.close()
         if scenario.kind == "naive":
-            concurrency = args.concurrency * args.workers
+            concurrency = (args.concurrency or NAIVE_CONCURRENCY) * args.workers
             stack.add_worker(naive.start_worker(stack, concurrency))
             stack.wait_ready()
         else:
-            pool = "threads" if scenario.threads else args.pool
             stack.start_smsbulk_workers(
                 args.workers,
-                scenario.threads or args.concurrency,
                 scenario.limit_parts_per_s,
-                *([f"--pool={pool}"] if pool else []),
+                *worker_args(scenario, args),
                 settings_toml=scenario.settings_toml,
             )
         sandbox_kind = {"naive": "gosms", "limited": "sendbulk", "route": "sendbulk"}.get(
@@ -189,6 +199,22 @@ def run_isolated(
         receiver.close()
 
 
+def worker_args(scenario: Scenario, args: argparse.Namespace) -> list[str]:
+    """The scenario's pool if it names one, else the run's, else none:
+    ``smsbulk worker`` as a user runs it (worker/supervisor.py)."""
+    if scenario.threads:
+        return ["--pool=threads", f"--concurrency={scenario.threads}"]
+    if scenario.prefork:
+        return ["--pool=prefork", f"--concurrency={scenario.prefork}"]
+    chosen = [f"--pool={args.pool}"] if args.pool else []
+    return chosen + ([f"--concurrency={args.concurrency}"] if args.concurrency else [])
+
+
+def workers_line(args: argparse.Namespace) -> str:
+    command = shlex.join(["smsbulk", "worker", *worker_args(Scenario("sendbulk", 0), args)])
+    return f"{args.workers} × `{command}`"
+
+
 def summary(result: Result) -> str:
     if result.total_s == 0:
         return f"[{result.scenario.name}] FAILED: {result.problem}"
@@ -222,8 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = datetime.now(UTC)
     root = Path(tempfile.mkdtemp(prefix="smsbulk-bench-"))
     say(
-        f"bench: {len(chosen)} scenarios, {args.workers} worker(s) x --concurrency="
-        f"{args.concurrency}; work directory {root}"
+        f"bench: {len(chosen)} scenarios, {workers_line(args)} unless a scenario says; "
+        f"work directory {root}"
     )
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     results: list[Result] = []
@@ -253,8 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else "python -m bench.run " + shlex.join(sys.argv[1:] if argv is None else argv)
         )
         settings = (
-            f"{args.workers} `smsbulk worker --concurrency={args.concurrency}` "
-            f"({args.workers * args.concurrency} pool processes in all); Valkey "
+            f"{workers_line(args)} unless a scenario says otherwise; Valkey "
             f"{'without the append-only file' if args.no_aof else 'with appendfsync everysec'}."
         )
         docs.write_text(report.markdown(results, machine, chosen, command, settings, started))

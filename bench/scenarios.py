@@ -21,6 +21,7 @@ VOIPCOMM_RECIPIENTS = 50_000
 LATENCY_SCENARIOS_MS = (200.0, 500.0)  # sendbulk at a real provider's answer time
 LATENCY_RECIPIENTS = 200_000
 LATENCY_THREADS = 32
+LATENCY_PREFORK = 4  # two processes a core, Celery's usual choice for I/O
 DURABLE_LATENCY_MS = 200.0  # compared with the plain sendbulk scenario at that latency
 LIMITED_RECIPIENTS = 200_000  # 10 s at the limit: a steady reading after the burst
 LIMIT_PARTS_PER_S = 20_000
@@ -38,6 +39,8 @@ class Scenario:
     # > 0: each worker on Celery's threads pool with this many task threads
     # (one loop, many chunks in flight per process); 0: the run's prefork pool.
     threads: int = 0
+    # > 0: each worker on Celery's prefork pool with this many processes.
+    prefork: int = 0
     # [settings] durable_sends: each request waits for its sending state to
     # be fsynced (WAITAOF 1 0: the bench's Valkey has no replica).
     durable: bool = False
@@ -45,7 +48,8 @@ class Scenario:
     @property
     def name(self) -> str:
         threads = f"-threads{self.threads}" if self.threads else ""
-        return self._name + threads + ("-durable" if self.durable else "")
+        prefork = f"-prefork{self.prefork}" if self.prefork else ""
+        return self._name + threads + prefork + ("-durable" if self.durable else "")
 
     @property
     def settings_toml(self) -> str:
@@ -69,6 +73,8 @@ class Scenario:
     def what(self) -> str:
         """One line for the report: what the scenario sends."""
         pool = f"; workers --pool=threads --concurrency={self.threads}" if self.threads else ""
+        if self.prefork:
+            pool = f"; workers --pool=prefork --concurrency={self.prefork}"
         durable = "; durable_sends = true (WAITAOF before each request)" if self.durable else ""
         return self._what + pool + durable
 
@@ -112,11 +118,13 @@ def full_set(
                 Scenario("sendbulk", size, latency_ms),
                 Scenario("gosms", size, latency_ms),
             ]
-    # At a real provider's latency: the default pool against the threads pool.
+    # At a real provider's latency: the default (a threads-pool worker a core)
+    # against one threads-pool process and against Celery's prefork pool.
     for latency_ms in LATENCY_SCENARIOS_MS:
         scenarios += [
             Scenario("sendbulk", LATENCY_RECIPIENTS, latency_ms),
             Scenario("sendbulk", LATENCY_RECIPIENTS, latency_ms, threads=LATENCY_THREADS),
+            Scenario("sendbulk", LATENCY_RECIPIENTS, latency_ms, prefork=LATENCY_PREFORK),
         ]
     # durable_sends' cost: the same job at 200 ms with and without (same run).
     scenarios.append(Scenario("sendbulk", LATENCY_RECIPIENTS, DURABLE_LATENCY_MS, durable=True))

@@ -107,7 +107,6 @@ class Stack:
     def start_smsbulk_workers(
         self,
         workers: int,
-        concurrency: int,
         limit_parts_per_s: float,
         *worker_args: str,
         settings_toml: str = "",
@@ -125,7 +124,7 @@ class Stack:
                 "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             }
             self.workers.append(
-                launcher.start_worker(env, self.work, f"bench{n}", concurrency, *worker_args)
+                launcher.start_default_worker(env, self.work, f"bench{n}", *worker_args)
             )
         self.env["SMSBULK_CONFIG"] = str(config)
         self.wait_ready()
