@@ -204,12 +204,17 @@ def _pool_options(rest: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def cmd_worker(args: argparse.Namespace, rest: list[str]) -> int:
     from producer.core import keys
     from worker.ops.config import load_config
-    from worker.supervisor import THREADS_PER_PROCESS, die_with_supervisor, supervise
+    from worker.supervisor import (
+        THREADS_PER_PROCESS,
+        die_with_supervisor,
+        supervise,
+        usable_cores,
+    )
 
     load_config()  # fail now, naming the key, rather than inside Celery
     die_with_supervisor()
     options, others = _pool_options(rest)
-    processes = options.processes or os.cpu_count() or 1
+    processes = options.processes or usable_cores()
     if options.pool is None and processes > 1:
         # The default: a threads-pool worker a core (worker/supervisor.py).
         threads = options.concurrency or THREADS_PER_PROCESS

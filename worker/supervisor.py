@@ -47,6 +47,14 @@ SUPERVISOR_ENV = "SMSBULK_SUPERVISOR_PID"
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (a container's cpuset, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def child_name(hostname: str | None, n: int) -> str:
     """``bench1@%h`` → ``bench1-2@%h``; no hostname → ``smsbulk-2@%h``."""
     name, at, host = (hostname or "smsbulk@%h").partition("@")

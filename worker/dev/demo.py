@@ -52,9 +52,11 @@ LOG_TAIL_LINES = 40
 # kind's jobs name the clinic's template.
 SENDER = "ClinAurora"
 TEMPLATE_ID = "appointment_reminder"
-# Seconds for 10,000 recipients, yet slow enough to watch. voipcomm sends one
-# request per distinct text, and the demo texts are personal: hence the requests.
-ACCOUNT_LIMITS = "messages_per_second = 1000\nrequests_per_second = 1000\nbatch_size = 100"
+# Limits above what two cores send, so each kind's line shows the workers'
+# speed (at 1,000/s no kind could show more; issue 13 asks for 1,000/s each).
+# voipcomm sends one request per distinct text, and the demo texts are
+# personal: hence the requests.
+ACCOUNT_LIMITS = "messages_per_second = 5000\nrequests_per_second = 5000\nbatch_size = 100"
 
 TEXT = (
     "Hello {0}, a reminder of your appointment at Clinica Aurora on {1} at {2}. "
