@@ -37,6 +37,7 @@ from worker.dev.launcher import Process
 from worker.dev.sandbox import app as sandbox
 from worker.ops.progress import render
 from worker.providers.registry import ADAPTERS
+from worker.supervisor import usable_cores
 
 RESULTS_CSV = "smsbulk-demo-results.csv"
 CONFIG_FILE = "providers.toml"  # in the work dir
@@ -282,7 +283,14 @@ def _wait_for_worker(url: str, work: Path, started: _Started) -> Process:
         pids = {p.name: p.pid for p in started.processes}
         pids["valkey"] = int(client.info("server")["process_id"])
         (work / PIDS_FILE).write_text(json.dumps(pids))
-        ready = lambda: bool(client.hlen(keys.ACCOUNTS)) or not worker.alive()  # noqa: E731
+        # Every worker process of the default (one a core) beats before the
+        # jobs go: a job sent to the first alone would start at half speed.
+        processes = usable_cores()
+
+        def ready() -> bool:
+            up = bool(client.hlen(keys.ACCOUNTS)) and client.zcard(keys.WORKERS) >= processes
+            return up or not worker.alive()
+
         launcher.wait_until(ready, READY_TIMEOUT_S, "the worker to register its accounts")
     if not worker.alive():
         raise RuntimeError("the worker exited at start-up")
