@@ -20,6 +20,7 @@ from producer.client import connect, redis_url_from_env
 from producer.core import keys
 from producer.core.connection import celery_settings, certificate_refused
 from producer.errors import ConfigError
+from worker.ops.acks import closed_connection_fails_as_connection_error
 from worker.ops.config import SettingsTable, parse_settings
 from worker.ops.timing import DAY_S, Timing
 
@@ -60,13 +61,9 @@ _transport.update(_urls.pop("broker_transport_options", {}))
 _backend_transport = {"visibility_timeout": TIMING.visibility_timeout_s}
 _backend_transport.update(_urls.pop("result_backend_transport_options", {}))
 
-app = Celery(
-    "smsbulk",
-    broker=_urls.pop("broker_url"),
-    include=["worker.tasks"],
-    # Acks that survive a broker reconnect (worker/ops/acks.py).
-    task_cls="worker.ops.acks:SmsbulkTask",
-)
+# A broker connection Celery closed must not kill the worker (worker/ops/acks.py).
+closed_connection_fails_as_connection_error()
+app = Celery("smsbulk", broker=_urls.pop("broker_url"), include=["worker.tasks"])
 app.conf.update(
     **_urls,
     task_serializer="json",

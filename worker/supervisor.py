@@ -12,9 +12,10 @@ one threads process 20,200/s and 19,700/s (122 MB); two 28,500/s and
 Each child is a whole ``smsbulk worker --pool=threads`` with a hostname of
 its own (``NAME-1@host``, ...), so crash safety is each child's: a child
 that dies is restarted, its chunks recovered as any dead worker's (leases,
-request states, the watchdog). The supervisor forwards SIGTERM, SIGINT and
-SIGQUIT to the children and exits once they have; if it is killed, the
-children get SIGTERM from the kernel (PR_SET_PDEATHSIG) and shut down warm.
+request states, the watchdog). The supervisor forwards SIGTERM, SIGINT (as
+SIGTERM) and SIGQUIT to the children and exits once they have; if it is
+killed, the children get SIGTERM from the kernel (PR_SET_PDEATHSIG) and
+shut down warm.
 It serves ``/metrics`` for all of them (the children write their figures
 into its multiprocess directory and serve none).
 
@@ -104,10 +105,14 @@ class Supervisor:
         return max(self.codes, default=0)
 
     def _forward(self, signum: int, _frame: object) -> None:
+        # SIGINT goes on as SIGTERM: after a Ctrl-C the children have had the
+        # terminal's SIGINT already, and a second SIGINT would make Celery's
+        # warm shutdown a cold one. SIGQUIT (cold) goes on as it is.
         self.stopping = True
+        forwarded = signal.SIGQUIT if signum == signal.SIGQUIT else signal.SIGTERM
         for child in self.children:
             if child.popen is not None and child.popen.poll() is None:
-                child.popen.send_signal(signum)
+                child.popen.send_signal(forwarded)
 
     def _reap_once(self) -> None:
         try:
@@ -126,7 +131,7 @@ class Supervisor:
         child.popen.returncode = code  # type: ignore[union-attr]
         if self.stopping or code == 0:
             child.done = True
-            self.codes.append(abs(code) if not self.stopping else max(code, 0))
+            self.codes.append(max(code, 0))  # killed by the signal forwarded: a stop
             return
         quick = time.monotonic() - child.started < QUICK_DEATH_S
         child.quick_deaths = child.quick_deaths + 1 if quick else 0

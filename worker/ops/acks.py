@@ -1,66 +1,52 @@
-"""Acknowledging a task whose broker connection was replaced while it ran.
+"""A broker connection closed under a worker must fail as a connection error.
 
-Celery 5.7 closes a lost broker connection before it reconnects, but lets
-the tasks then running finish (``worker_cancel_long_running_tasks_on_connection_loss``
-is off: our tasks are idempotent). Such a task's message belongs to the
-closed channel, and kombu's Redis transport answers its ack (or reject)
-with an ``AttributeError`` instead of a connection error; Celery lets that
-escape and the worker process exits (seen in the crash-safety test's
-25 s Redis outage). Here that error counts as what it is, a connection
-error: logged, and the message stays in kombu's unacked set, so the
+Celery 5.7 closes a lost broker connection before it reconnects
+(``Consumer.on_connection_error_after_connected``). kombu's Redis channel
+then builds its connection parameters from a transport whose client is
+gone, and answers with an ``AttributeError`` where it means "closed":
+
+- in that close itself, when the channel puts its unacked messages back
+  (``restore_unacked``): Celery's ``ignore_errors`` ignores only connection
+  errors, so the consumer dies ("Unrecoverable error") and the worker exits;
+- in the ack (or reject) of a task that ran through the outage (we keep
+  ``worker_cancel_long_running_tasks_on_connection_loss`` off: our tasks are
+  idempotent): Celery logs only connection errors there, so again the worker
+  exits.
+
+Both were seen in CI, in the crash-safety test's 25 s Redis outage. Here the
+channel raises redis-py's ``ConnectionError`` instead, which kombu lists as
+a connection error of the transport: the close goes on, the ack is logged
+("Couldn't ack"), and the message stays in kombu's unacked set, so the
 visibility timeout brings it back and its task finds its work done.
 
-Written by hand: neither Celery nor kombu offers a hook for this.
+Written by hand, as a wrapper of one kombu method (it covers the Sentinel
+channel too, which inherits it): neither Celery nor kombu has a hook for it.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-import structlog
-from celery import Task
-from celery.worker.request import Request
+from kombu.transport import redis as kombu_redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-log = structlog.get_logger(__name__)
-
-
-def _channel_closed(message: Any) -> bool:
-    channel = getattr(message, "channel", None)
-    transport = getattr(channel, "connection", None)
-    return transport is None or getattr(transport, "client", None) is None
+_PATCHED = "_smsbulk_closed_is_a_connection_error"
 
 
-class ReconnectSafeRequest(Request):  # type: ignore[misc]
-    """A Celery request whose ack or reject tolerates a closed channel."""
+def closed_connection_fails_as_connection_error() -> None:
+    """Wrap ``Channel._connparams`` once (idempotent)."""
+    channel: Any = kombu_redis.Channel
+    original = channel._connparams
+    if getattr(original, _PATCHED, False):
+        return
 
-    def acknowledge(self) -> None:
-        try:
-            super().acknowledge()
-        except AttributeError:
-            if not _channel_closed(self.message):
-                raise
-            self._unacknowledged("ack")
+    @functools.wraps(original)
+    def _connparams(self: Any, asynchronous: bool = False) -> Any:
+        transport = self.connection
+        if transport is None or transport.client is None:
+            raise RedisConnectionError("the broker connection was closed (reconnecting)")
+        return original(self, asynchronous=asynchronous)
 
-    def reject(self, requeue: bool = False) -> None:
-        try:
-            super().reject(requeue=requeue)
-        except AttributeError:
-            if not _channel_closed(self.message):
-                raise
-            self._unacknowledged("reject")
-
-    def _unacknowledged(self, what: str) -> None:
-        self.acknowledged = True  # the old channel can do nothing more with it
-        log.warning(
-            "broker connection replaced while the task ran; its message comes back "
-            "after the visibility timeout and finds its work done",
-            task=self.task_name,
-            task_id=self.id,
-            action=what,
-        )
-
-
-class SmsbulkTask(Task):  # type: ignore[misc]
-    """Every smsbulk task's base: the request class above."""
-
-    Request = ReconnectSafeRequest
+    setattr(_connparams, _PATCHED, True)
+    channel._connparams = _connparams
