@@ -632,6 +632,13 @@ def test_faults_follow_the_failure_semantics_table(faulty_stack: Stack, policy: 
 MANY_CHUNKS = 12_000  # one recipient per chunk: planning takes well over 6 s
 
 
+# 12,000 one-recipient chunks took 150.5 s end to end on a slow day of the
+# 2-core CI machine (the tree before this bound, same run): a bound on
+# liveness only, so generous; the guarantee is the assertions.
+PLANNED_WHOLE_WITHIN_S = 330
+
+
+@pytest.mark.timeout(PLANNED_WHOLE_WITHIN_S + 90)
 def test_a_job_whose_planning_outlasts_the_task_time_limit_is_planned_whole(
     tmp_path: Path,
 ) -> None:
@@ -658,7 +665,7 @@ def test_a_job_whose_planning_outlasts_the_task_time_limit_is_planned_whole(
                     lambda: client.hget(keys.job(job_id), "state") != b"queued", 15, "running"
                 )
                 assert client.hget(keys.job(job_id), "state") == b"running"
-            status = stack.wait_for(job_id, 150)
+            status = stack.wait_for(job_id, PLANNED_WHOLE_WITHIN_S)
             stats = stack.sandbox_get("/_sandbox/stats")
             print(f"\n{MANY_CHUNKS} chunks: {elapsed(started):.1f} s; {status.counts}")
             assert status.state == "completed"
