@@ -200,18 +200,23 @@ def run_isolated(
 
 
 def worker_args(scenario: Scenario, args: argparse.Namespace) -> list[str]:
-    """The scenario's pool if it names one, else the run's, else none:
-    ``smsbulk worker`` as a user runs it (worker/supervisor.py)."""
+    """The scenario's pool if it names one, else the run's."""
     if scenario.threads:
         return ["--pool=threads", f"--concurrency={scenario.threads}"]
     if scenario.prefork:
         return ["--pool=prefork", f"--concurrency={scenario.prefork}"]
+    return run_worker_args(args)
+
+
+def run_worker_args(args: argparse.Namespace) -> list[str]:
+    """The run's ``--pool`` and ``--concurrency``, else none: ``smsbulk
+    worker`` as a user runs it (worker/supervisor.py)."""
     chosen = [f"--pool={args.pool}"] if args.pool else []
     return chosen + ([f"--concurrency={args.concurrency}"] if args.concurrency else [])
 
 
 def workers_line(args: argparse.Namespace) -> str:
-    command = shlex.join(["smsbulk", "worker", *worker_args(Scenario("sendbulk", 0), args)])
+    command = shlex.join(["smsbulk", "worker", *run_worker_args(args)])
     return f"{args.workers} × `{command}`"
 
 
