@@ -33,8 +33,11 @@ _SECRET_NAMES = tuple(
         "partner_id", "x-authorization",
     )
 )  # fmt: skip
-# Top-level keys that are identifiers operators grep for: never masked.
-_PASS_THROUGH = frozenset({"job_id", "chunk", "provider", "timestamp", "level", "logger"})
+# Top-level keys that are identifiers operators grep for (smsbulk's own, never
+# a number of anyone's): never masked.
+_PASS_THROUGH = frozenset(
+    {"job_id", "chunk", "request", "provider", "timestamp", "level", "logger"}
+)
 
 # A UUID (Celery task ids) or an ISO date/time is matched first and left alone;
 # anything else with 7+ digits, optionally "+"-prefixed and split by single

@@ -115,6 +115,14 @@ def test_json_lines_carry_bound_context(capsys: Cap) -> None:
         assert datetime.fromisoformat(record["timestamp"]).utcoffset() == UTC.utcoffset(None)
 
 
+def test_a_request_id_with_a_run_of_digits_is_not_masked(capsys: Cap) -> None:
+    # Request ids are smsbulk's own (hex of a random UUID): one with seven
+    # digits in a row read "8*****7ab11a49a2" in a worker's log.
+    stderr = json_logs(capsys)
+    get_logger().info("provider_request", request="8123456" + "7ab11a49a2")
+    assert json.loads(stderr())["request"] == "81234567ab11a49a2"
+
+
 def test_stdlib_records_from_celery_are_json_and_masked(capsys: Cap) -> None:
     stderr = json_logs(capsys)
     structlog.contextvars.bind_contextvars(job_id="j1")
