@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -31,8 +33,9 @@ texts = st.none() | st.text(max_size=40)
     )
 )
 def test_message_blocks_round_trip(messages: list[Message]) -> None:
-    decoded = decode_block(encode_block(messages))
-    assert decoded == [StoredMessage(m.to, m.text, m.params, m.ref) for m in messages]
+    raw = encode_block(messages)
+    assert decode_block(raw) == [StoredMessage(m.to, m.text, m.params, m.ref) for m in messages]
+    assert raw == _json_dumps(json.loads(raw))  # orjson writes what json wrote before it
 
 
 @given(
@@ -48,6 +51,8 @@ def test_message_blocks_round_trip(messages: list[Message]) -> None:
         error=texts,
         attempts=st.integers(0, 10),
         updated_at=st.none() | st.floats(0, 2e9),
+        account=st.none() | st.text(max_size=12),
+        since=st.none() | st.integers(0, 100),
     )
 )
 def test_outcomes_round_trip_and_start_with_their_status_code(outcome: StoredOutcome) -> None:
@@ -55,6 +60,11 @@ def test_outcomes_round_trip_and_start_with_their_status_code(outcome: StoredOut
     # The commit script reads the old status from the third byte: ["a", ...
     assert raw[2] == STATUS_CODES[outcome.status]
     assert decode_outcome(raw) == outcome
+    assert raw == _json_dumps(json.loads(raw))
+
+
+def _json_dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def test_pending_block_is_compact() -> None:
