@@ -156,10 +156,42 @@ def _valid(country_code: int, national: str) -> PhoneNumber | None:
         return None
     if rules.national_prefix and national.startswith(rules.national_prefix):
         return None
-    number = phonenumbers.PhoneNumber(country_code=country_code, national_number=int(national))
-    if not phonenumbers.is_valid_number_for_region(number, region):
+    valid = _validity_pattern(region, len(national))
+    if valid is None or valid.fullmatch(national) is None:
         return None
     return PhoneNumber(f"+{country_code}{national}", region, country_code, national)
+
+
+def _pattern_of(desc: phonenumbers.PhoneNumberDesc | None, length: int) -> str | None:
+    """The number type's pattern, if its numbers may have ``length`` digits."""
+    if desc is None or not desc.national_number_pattern:
+        return None
+    if desc.possible_length and length not in desc.possible_length:
+        return None
+    return desc.national_number_pattern
+
+
+@functools.cache
+def _validity_pattern(region: str, length: int) -> re.Pattern[str] | None:
+    """One pattern that a national number of ``length`` digits matches
+    whole exactly when phonenumbers.is_valid_number_for_region holds: the
+    region's general pattern, and that of any one number type. Matched
+    once, where phonenumbers matches up to 11 patterns one by one (13.6 µs
+    against 1.3 µs for a Romanian mobile; a property test holds the two to
+    the same answer). None: no number of that length is valid there."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    general = None if metadata is None else _pattern_of(metadata.general_desc, length)
+    if metadata is None or general is None:
+        return None
+    kinds = (
+        metadata.premium_rate, metadata.toll_free, metadata.shared_cost, metadata.voip,
+        metadata.personal_number, metadata.pager, metadata.uan, metadata.voicemail,
+        metadata.fixed_line, metadata.mobile,
+    )  # fmt: skip
+    types = [pattern for kind in kinds if (pattern := _pattern_of(kind, length))]
+    if not types:
+        return None
+    return re.compile(f"(?=(?:{general})\\Z)(?:{'|'.join(f'(?:{t})' for t in types)})")
 
 
 def parse_number(raw: str, default_region: str) -> PhoneNumber:

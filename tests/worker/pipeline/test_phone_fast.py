@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat
 
-from producer.phone import PhoneNumber, _fast_parse, _parse
+from producer.phone import PhoneNumber, _fast_parse, _parse, _validity_pattern
 
 REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
 HOME_REGIONS = ["RO", "DE", "GB", "FR", "IT", "US", "NL", "BG", "HU", "AR", "MX", "BR", "IN"]
@@ -84,3 +84,34 @@ def test_every_example_number_in_every_form_agrees() -> None:
 def test_the_fast_path_takes_the_common_romanian_forms() -> None:
     for raw in ("0722123456", "0722 123 456", "+40722123456", "0040722123456"):
         assert _fast_parse(raw, "RO") == _parse("0722123456", "RO")
+
+
+def valid_by_pattern(number: phonenumbers.PhoneNumber, region: str) -> bool:
+    national = phonenumbers.national_significant_number(number)
+    pattern = _validity_pattern(region, len(national))
+    return pattern is not None and pattern.fullmatch(national) is not None
+
+
+@settings(max_examples=2000, deadline=None)
+@given(number=st.sampled_from(EXAMPLES), digits=st.integers(0, 10**6 - 1), cut=st.integers(-2, 2))
+def test_the_validity_pattern_says_what_phonenumbers_says(
+    number: phonenumbers.PhoneNumber, digits: int, cut: int
+) -> None:
+    # The example's national number with its last digits varied, and one or
+    # two digits longer or shorter: valid and invalid numbers of every region.
+    national = str(number.national_number)
+    varied = national[:-6] + f"{digits:06d}" if len(national) > 6 else national
+    varied = varied[: len(varied) + cut] if cut < 0 else varied + f"{digits:06d}"[:cut]
+    candidate = phonenumbers.PhoneNumber(
+        country_code=number.country_code, national_number=int(varied or "0")
+    )
+    for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[number.country_code]:
+        expected = phonenumbers.is_valid_number_for_region(candidate, region)
+        assert valid_by_pattern(candidate, region) == expected, (region, varied)
+
+
+def test_the_validity_pattern_agrees_on_every_example_number() -> None:
+    for number in EXAMPLES:
+        for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[number.country_code]:
+            expected = phonenumbers.is_valid_number_for_region(number, region)
+            assert valid_by_pattern(number, region) == expected, (region, number)
