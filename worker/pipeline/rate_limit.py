@@ -55,7 +55,7 @@ class Limits:
 @dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
-    wait_s: float
+    wait_s: float  # allowed: to wait before sending (booked); else until it could be booked
     factor: float  # the account's effective share of its configured rate
 
 
@@ -65,9 +65,14 @@ class RateLimiter:
         self._acquire = async_script("rate_acquire")
         self._throttled = async_script("rate_throttled")
 
-    async def try_acquire(self, account: str, limits: Limits, cost_parts: int) -> Decision:
+    async def try_acquire(
+        self, account: str, limits: Limits, cost_parts: int, book_ahead_s: float = 0.0
+    ) -> Decision:
         """Take capacity for one request of ``cost_parts`` parts, or say how
-        long until it would fit. Never blocks; taking nothing costs nothing."""
+        long until it would fit. Never blocks; taking nothing costs nothing.
+        A request that fits within ``book_ahead_s`` is booked: allowed, and
+        sent once ``wait_s`` has passed; a refusal's ``wait_s`` is then until
+        it could be booked."""
         allowed, wait_us, factor = await self._acquire(
             keys=[limiter_key(account)],
             args=[
@@ -79,6 +84,7 @@ class RateLimiter:
                 RECOVERY_STEP_S,
                 RECOVERY_GROWTH,
                 MAX_WAIT_S,
+                book_ahead_s,
             ],
             client=self.redis,
         )

@@ -2,7 +2,10 @@
 -- second and requests per second, each with burst_s of capacity, on the
 -- server's clock (worker/pipeline/rate_limit.py, RateLimiter.try_acquire).
 -- A request costlier than the whole burst waits for a full bucket and is
--- charged in full. A refusal takes nothing.
+-- charged in full. A refusal takes nothing. A request that would fit within
+-- ARGV[9] seconds is booked: its capacity is taken now, and the caller waits
+-- the returned time before sending (so a saturated account's schedule has no
+-- gap between one request's slot and the next caller's round trip).
 --
 -- KEYS[1]: the account's limiter hash: tat_m, tat_r (GCRA schedules, server
 --          seconds), factor (effective share of the configured rates, as of
@@ -17,8 +20,9 @@
 -- ARGV[6]: the recovery step (s)
 -- ARGV[7]: the recovery growth per step
 -- ARGV[8]: the max wait (s; the hash's TTL)
--- Returns {allowed 0|1, wait in whole microseconds (digits), effective
--- factor (string)}.
+-- ARGV[9]: how far ahead a request may be booked (s; 0: never)
+-- Returns {allowed 0|1, wait in whole microseconds (digits): before sending
+-- if allowed, else until it could be booked, effective factor (string)}.
 --#include server_now
 --#include rate_factor
 --#include meter_add
@@ -26,7 +30,7 @@ local now = server_now()
 local mps, rps = tonumber(ARGV[1]), tonumber(ARGV[2])
 local burst, cost = tonumber(ARGV[3]), tonumber(ARGV[4])
 local min_factor, step, growth = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local max_wait = tonumber(ARGV[8])
+local max_wait, book_ahead = tonumber(ARGV[8]), tonumber(ARGV[9])
 -- %.0f, not tostring: tostring writes 10^15 as 1e+15.
 local function micros(wait)
   return string.format('%.0f', math.ceil(math.min(wait, max_wait) * 1e6))
@@ -50,8 +54,8 @@ local ahead_r = math.max(tat_r - now, 0) + cost_r
 -- bucket is full, and pays in full: never refused forever.
 local wait = math.max(ahead_m - math.max(burst, cost_m), ahead_r - math.max(burst, cost_r))
 -- Under a microsecond is below the precision of the stored schedules.
-if wait > 1e-6 then
-  return {0, micros(wait), tostring(factor)}
+if wait > 1e-6 and wait > book_ahead then
+  return {0, micros(wait - book_ahead), tostring(factor)}
 end
 -- Microseconds: tostring keeps 14 digits, 100 µs at today's epoch, and a
 -- part at 50,000/s is 20 µs.
@@ -60,4 +64,4 @@ redis.call('HSET', KEYS[1], 'tat_m', string.format('%.6f', now + ahead_m),
 -- The parts taken, per second, for GET /v1/accounts (parts/s now).
 meter_add(KEYS[1], 'p', 8, now, cost)
 redis.call('EXPIRE', KEYS[1], max_wait)
-return {1, '0', tostring(factor)}
+return {1, wait > 1e-6 and micros(wait) or '0', tostring(factor)}

@@ -136,6 +136,29 @@ def test_a_whole_burst_goes_in_one_request(redis_url: str) -> None:
     run(redis_url, scenario)
 
 
+def test_a_request_that_fits_soon_enough_is_booked_and_the_next_waits_behind_it(
+    redis_url: str,
+) -> None:
+    async def scenario(limiters: list[RateLimiter], client: aioredis.Redis) -> None:
+        (limiter,) = limiters
+        assert (await limiter.try_acquire(ACCOUNT, SLOW, 6)).allowed  # the whole burst
+        # One part fits in 0.5 s: booked within 0.6 s, taken now, sent after its wait.
+        booked = await limiter.try_acquire(ACCOUNT, SLOW, 1, book_ahead_s=0.6)
+        assert booked.allowed
+        assert PART_INTERVAL_S - SLACK_S < booked.wait_s <= PART_INTERVAL_S
+        # The next part's slot is after the booked one's: 1 s away, beyond
+        # 0.6; the refusal says when it could be booked, 0.4 s from now.
+        refusal = await limiter.try_acquire(ACCOUNT, SLOW, 1, book_ahead_s=0.6)
+        assert not refusal.allowed
+        assert 2 * PART_INTERVAL_S - 0.6 - SLACK_S < refusal.wait_s <= 2 * PART_INTERVAL_S - 0.6
+        # The refusal took nothing: a booking within 1.1 s gets that same slot.
+        second = await limiter.try_acquire(ACCOUNT, SLOW, 1, book_ahead_s=1.1)
+        assert second.allowed
+        assert 2 * PART_INTERVAL_S - SLACK_S < second.wait_s <= 2 * PART_INTERVAL_S
+
+    run(redis_url, scenario)
+
+
 @pytest.mark.parametrize(
     ("messages_per_second", "burst_s"), [(400, 0.025), (30, 0.1), (7, 0.3), (50_000, 0.001)]
 )

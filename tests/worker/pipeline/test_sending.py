@@ -312,7 +312,9 @@ class FakeLimiter:
         self.wait_s = wait_s
         self.costs: list[int] = []
 
-    async def try_acquire(self, account: str, limits: Limits, cost_parts: int) -> Decision:
+    async def try_acquire(
+        self, account: str, limits: Limits, cost_parts: int, book_ahead_s: float = 0.0
+    ) -> Decision:
         self.costs.append(cost_parts)
         if self.wait_s is None:
             return Decision(True, 0.0, 1.0)
