@@ -13,9 +13,9 @@ from worker.pipeline.rate_limit import MAX_WAIT_S, MIN_FACTOR, RECOVERY_GROWTH, 
 
 
 def acquire(client: redis.Redis, parts: int) -> bool:
-    allowed, _, _ = script("rate_acquire")(
+    allowed, _, _, _ = script("rate_acquire")(
         keys=[keys.rate("bulk")],
-        args=[1000, 1000, 10, parts, MIN_FACTOR, RECOVERY_STEP_S, RECOVERY_GROWTH, MAX_WAIT_S],
+        args=[1000, 1000, 10, parts, MIN_FACTOR, RECOVERY_STEP_S, RECOVERY_GROWTH, MAX_WAIT_S, 0],
         client=client,
     )
     return bool(int(allowed))

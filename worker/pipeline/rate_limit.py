@@ -57,6 +57,7 @@ class Decision:
     allowed: bool
     wait_s: float  # allowed: to wait before sending (booked); else until it could be booked
     factor: float  # the account's effective share of its configured rate
+    stopped: str | None = None  # the account's stop, when asked to look (nothing taken)
 
 
 class RateLimiter:
@@ -66,15 +67,23 @@ class RateLimiter:
         self._throttled = async_script("rate_throttled")
 
     async def try_acquire(
-        self, account: str, limits: Limits, cost_parts: int, book_ahead_s: float = 0.0
+        self,
+        account: str,
+        limits: Limits,
+        cost_parts: int,
+        book_ahead_s: float = 0.0,
+        unless_stopped: bool = False,
     ) -> Decision:
         """Take capacity for one request of ``cost_parts`` parts, or say how
         long until it would fit. Never blocks; taking nothing costs nothing.
         A request that fits within ``book_ahead_s`` is booked: allowed, and
         sent once ``wait_s`` has passed; a refusal's ``wait_s`` is then until
-        it could be booked."""
-        allowed, wait_us, factor = await self._acquire(
-            keys=[limiter_key(account)],
+        it could be booked. ``unless_stopped``: take nothing while the
+        account is stopped (keys.account_block), and say why, in the same
+        round trip."""
+        stop_key = [keys.account_block(account)] if unless_stopped else []
+        allowed, wait_us, factor, stopped = await self._acquire(
+            keys=[limiter_key(account), *stop_key],
             args=[
                 limits.messages_per_second,
                 limits.requests_per_second,
@@ -88,7 +97,12 @@ class RateLimiter:
             ],
             client=self.redis,
         )
-        return Decision(bool(int(allowed)), min(int(wait_us) / 1e6, MAX_WAIT_S), float(factor))
+        return Decision(
+            bool(int(allowed)),
+            min(int(wait_us) / 1e6, MAX_WAIT_S),
+            float(factor),
+            stopped.decode() if stopped else None,
+        )
 
     async def throttled(self, account: str, retry_after_s: float | None) -> float:
         """The provider said 429: halve the account's rate for every worker and

@@ -12,6 +12,8 @@
 --          throttled_at), throttled_at (the last 429), halved_at, until
 --          (blocked until), and the meter of parts taken in the last seconds
 --          (meter_add: fields p0..p7)
+-- KEYS[2]: (optional) the account's stop (keys.account_block): while it is
+--          set nothing is taken, and its reason is returned
 -- ARGV[1]: parts per second
 -- ARGV[2]: requests per second
 -- ARGV[3]: burst_s
@@ -20,9 +22,10 @@
 -- ARGV[6]: the recovery step (s)
 -- ARGV[7]: the recovery growth per step
 -- ARGV[8]: the max wait (s; the hash's TTL)
--- ARGV[9]: how far ahead a request may be booked (s; 0: never)
+-- ARGV[9]: how far ahead a request may be booked (s; 0 or absent: never)
 -- Returns {allowed 0|1, wait in whole microseconds (digits): before sending
--- if allowed, else until it could be booked, effective factor (string)}.
+-- if allowed, else until it could be booked, effective factor (string),
+-- the account's stop reason or ''}.
 --#include server_now
 --#include rate_factor
 --#include meter_add
@@ -30,7 +33,7 @@ local now = server_now()
 local mps, rps = tonumber(ARGV[1]), tonumber(ARGV[2])
 local burst, cost = tonumber(ARGV[3]), tonumber(ARGV[4])
 local min_factor, step, growth = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local max_wait, book_ahead = tonumber(ARGV[8]), tonumber(ARGV[9])
+local max_wait, book_ahead = tonumber(ARGV[8]), tonumber(ARGV[9]) or 0
 -- %.0f, not tostring: tostring writes 10^15 as 1e+15.
 local function micros(wait)
   return string.format('%.0f', math.ceil(math.min(wait, max_wait) * 1e6))
@@ -39,9 +42,15 @@ local h = redis.call('HMGET', KEYS[1], 'tat_m', 'tat_r', 'factor', 'throttled_at
 local tat_m, tat_r = tonumber(h[1]) or now, tonumber(h[2]) or now
 local factor = recovered_factor(tonumber(h[3]) or 1, tonumber(h[4]) or 0, now, step, growth)
 if factor < min_factor then factor = min_factor end
+if KEYS[2] then
+  local stopped = redis.call('GET', KEYS[2])
+  if stopped then
+    return {0, '0', tostring(factor), stopped}
+  end
+end
 local block_until = tonumber(h[5]) or 0
 if now < block_until then
-  return {0, micros(block_until - now), tostring(factor)}
+  return {0, micros(block_until - now), tostring(factor), ''}
 end
 local cost_m, cost_r = cost / (mps * factor), 1 / (rps * factor)
 -- How far each schedule would run ahead of now. Offsets, not absolute times:
@@ -55,7 +64,7 @@ local ahead_r = math.max(tat_r - now, 0) + cost_r
 local wait = math.max(ahead_m - math.max(burst, cost_m), ahead_r - math.max(burst, cost_r))
 -- Under a microsecond is below the precision of the stored schedules.
 if wait > 1e-6 and wait > book_ahead then
-  return {0, micros(wait - book_ahead), tostring(factor)}
+  return {0, micros(wait - book_ahead), tostring(factor), ''}
 end
 -- Microseconds: tostring keeps 14 digits, 100 µs at today's epoch, and a
 -- part at 50,000/s is 20 µs.
@@ -64,4 +73,4 @@ redis.call('HSET', KEYS[1], 'tat_m', string.format('%.6f', now + ahead_m),
 -- The parts taken, per second, for GET /v1/accounts (parts/s now).
 meter_add(KEYS[1], 'p', 8, now, cost)
 redis.call('EXPIRE', KEYS[1], max_wait)
-return {1, wait > 1e-6 and micros(wait) or '0', tostring(factor)}
+return {1, wait > 1e-6 and micros(wait) or '0', tostring(factor), ''}

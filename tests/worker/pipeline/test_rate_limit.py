@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import redis.asyncio as aioredis
 
+from producer.core import keys
 from worker.pipeline.rate_limit import (
     MAX_WAIT_S,
     MIN_FACTOR,
@@ -132,6 +133,22 @@ def test_a_whole_burst_goes_in_one_request(redis_url: str) -> None:
         # Four parts need four intervals of refill.
         four = await limiter.try_acquire(ACCOUNT, SLOW, 4)
         assert 4 * PART_INTERVAL_S - SLACK_S < four.wait_s <= 4 * PART_INTERVAL_S
+
+    run(redis_url, scenario)
+
+
+def test_a_stopped_account_takes_nothing_and_says_why_in_the_same_call(redis_url: str) -> None:
+    async def scenario(limiters: list[RateLimiter], client: aioredis.Redis) -> None:
+        (limiter,) = limiters
+        await client.set(keys.account_block(ACCOUNT), "account acct stopped: bad credentials")
+        # Not asked to look: the stop is the caller's business.
+        assert (await limiter.try_acquire(ACCOUNT, SLOW, 1)).stopped is None
+        stopped = await limiter.try_acquire(ACCOUNT, SLOW, 5, unless_stopped=True)
+        assert not stopped.allowed
+        assert stopped.stopped == "account acct stopped: bad credentials"
+        await client.delete(keys.account_block(ACCOUNT))
+        # It took nothing: 5 of the 6 parts of the burst are still there (1 taken above).
+        assert (await limiter.try_acquire(ACCOUNT, SLOW, 5, unless_stopped=True)).allowed
 
     run(redis_url, scenario)
 

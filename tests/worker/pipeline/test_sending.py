@@ -313,7 +313,12 @@ class FakeLimiter:
         self.costs: list[int] = []
 
     async def try_acquire(
-        self, account: str, limits: Limits, cost_parts: int, book_ahead_s: float = 0.0
+        self,
+        account: str,
+        limits: Limits,
+        cost_parts: int,
+        book_ahead_s: float = 0.0,
+        unless_stopped: bool = False,
     ) -> Decision:
         self.costs.append(cost_parts)
         if self.wait_s is None:
