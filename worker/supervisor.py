@@ -160,7 +160,10 @@ class Supervisor:
                 code = child.exit_code()
                 if code is not None and not self._restarted(child, code):
                     live.remove(child)
-        return 1 if self.gave_up else 0
+        if self.gave_up:
+            return 1
+        # A child's error on its way out is the supervisor's (a signal's death is a stop).
+        return max((max(child.exit_code() or 0, 0) for child in self.children), default=0)
 
     def _forward(self, signum: int, _frame: object) -> None:
         # SIGINT goes on as SIGTERM: after a Ctrl-C the children have had the

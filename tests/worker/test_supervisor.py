@@ -81,3 +81,9 @@ def test_a_child_that_keeps_dying_at_start_stops_the_supervisor_with_1(
 def test_a_child_that_exits_0_is_not_restarted() -> None:
     done = _Child([sys.executable, "-c", "pass"], dict(os.environ))
     assert Supervisor([done]).run() == 0
+
+
+def test_a_childs_error_while_stopping_is_the_supervisors_exit_code() -> None:
+    failing = _Child([sys.executable, "-c", "import time; time.sleep(1); raise SystemExit(4)"], {})
+    supervisor = Supervisor([failing], stopping=True)  # as after a SIGTERM
+    assert supervisor.run() == 4
