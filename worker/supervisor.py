@@ -202,9 +202,14 @@ class Supervisor:
 def supervise(options: PoolOptions) -> int:
     """Run ``options.process_count`` threads-pool workers, each given
     ``options``' Celery arguments, until they stop."""
-    from worker.ops.metrics_server import start_metrics_server
+    from worker.ops.metrics_server import MetricsPortBusy, start_metrics_server
 
-    server = start_metrics_server()  # sets the multiprocess directory the children inherit
+    try:
+        server = start_metrics_server()  # sets the multiprocess directory the children inherit
+    except MetricsPortBusy as error:
+        # As a single Celery worker does: the workers run, without /metrics.
+        print(f"smsbulk worker: {error}; the workers run without /metrics", file=sys.stderr)
+        server = None
     env = {**os.environ, PORT_ENV: "0", SUPERVISOR_ENV: str(os.getpid())}
     children = [
         _Child(

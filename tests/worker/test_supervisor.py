@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -17,6 +18,7 @@ from worker.supervisor import (
     Supervisor,
     _Child,
     child_name,
+    supervise,
 )
 
 
@@ -87,3 +89,19 @@ def test_a_childs_error_while_stopping_is_the_supervisors_exit_code() -> None:
     failing = _Child([sys.executable, "-c", "import time; time.sleep(1); raise SystemExit(4)"], {})
     supervisor = Supervisor([failing], stopping=True)  # as after a SIGTERM
     assert supervisor.run() == 4
+
+
+def test_a_busy_metrics_port_leaves_the_workers_running_without_metrics(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A second `smsbulk worker` on a host, say: as a single Celery worker does.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setenv("SMSBULK_METRICS_HOST", "127.0.0.1")
+        monkeypatch.setenv("SMSBULK_METRICS_PORT", str(taken.getsockname()[1]))
+        started: list[list[_Child]] = []
+        monkeypatch.setattr(Supervisor, "run", lambda self: started.append(self.children) or 0)
+        assert supervise(PoolOptions.parse(["--processes=2"])) == 0
+    assert len(started[0]) == 2
+    assert "the workers run without /metrics" in capsys.readouterr().err
