@@ -182,7 +182,12 @@ async def defer_unless_capacity(
     if deadline is not None and now_s() > deadline:
         return None
     cost = max(parts, 1)
-    decision = await limiter.try_acquire(account.name, limits_of(account), cost, BOOK_AHEAD_S)
+    # Booked at most one request's time of the account ahead: about one chunk
+    # of a saturated account sleeps in a worker process for its slot, the
+    # others are deferred (booking BOOK_AHEAD_S here let an account of 10
+    # requests/s keep every process of 4 asleep, and other jobs waited).
+    horizon_s = min(BOOK_AHEAD_S, request_slot_s(account, cost))
+    decision = await limiter.try_acquire(account.name, limits_of(account), cost, horizon_s)
     if decision.allowed:
         if parts:
             await store.redis.zrem(deferred_key(account.name), f"{job.job_id}:{chunk_no}")
