@@ -45,7 +45,7 @@ from worker.pipeline.guards import AccountGuards
 from worker.pipeline.optout import REASON as OPTED_OUT
 from worker.pipeline.optout import opted_out
 from worker.pipeline.outcomes import Place, from_result, is_final, simple
-from worker.pipeline.rate_limit import Limits, RateLimiter
+from worker.pipeline.rate_limit import Decision, Limits, RateLimiter
 from worker.pipeline.recipients import Rejection, prepare
 from worker.pipeline.recipients import route as route_recipients
 from worker.pipeline.retry import retry_delay_s
@@ -162,6 +162,13 @@ async def note_deferred(
     return max(int(listed) - 1, 0)
 
 
+async def until_booked_slot(account: Account, decision: Decision) -> None:
+    """Sleep until the slot an allowed request was booked for (none: at once)."""
+    if decision.wait_s:
+        metrics.record_rate_wait(account, decision.wait_s, deferred=False)
+        await asyncio.sleep(decision.wait_s)
+
+
 async def defer_unless_capacity(
     store: ResultsStore,
     limiter: RateLimiter,
@@ -191,9 +198,7 @@ async def defer_unless_capacity(
     if decision.allowed:
         if parts:
             await store.redis.zrem(deferred_key(account.name), f"{job.job_id}:{chunk_no}")
-        if decision.wait_s:
-            metrics.record_rate_wait(account, decision.wait_s, deferred=False)
-            await asyncio.sleep(decision.wait_s)  # its booked slot
+        await until_booked_slot(account, decision)
         return None
     metrics.record_rate_wait(account, decision.wait_s, deferred=True)
     cap_s = timing.max_countdown_s
@@ -630,9 +635,7 @@ class ChunkSender:
                 return Stopped.ACCOUNT
             if decision.allowed:
                 self._inline_until = None
-                if decision.wait_s:
-                    metrics.record_rate_wait(account, decision.wait_s, deferred=False)
-                    await asyncio.sleep(decision.wait_s)  # its booked slot
+                await until_booked_slot(account, decision)
                 return None
             now = time.monotonic()
             if self._inline_until is None:
