@@ -69,6 +69,7 @@ class Result:
     cpu_s: dict[str, float] = field(default_factory=dict)
     producer_submit_cpu_s: float = 0.0
     profile: Profile | None = None  # --profile: the workers' py-spy summary
+    otp_ms: list[float] = field(default_factory=list)  # otp-behind-campaign: each code's time
     problem: str | None = None
 
     @property
@@ -87,6 +88,11 @@ class Result:
     def send_per_s(self) -> float:
         span = self.total_s - self.submit_s
         return self.recipients / span if span > 0 else 0.0
+
+    @property
+    def worker_cpu_ms_per_1000(self) -> float:
+        """Worker CPU (every process) per 1000 recipients, in ms."""
+        return 1e6 * self.cpu_s.get("workers", 0) / self.recipients
 
     def redis_bytes_per_recipient(self, which: str) -> float:
         value = {

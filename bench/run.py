@@ -32,6 +32,7 @@ from typing import Any, cast
 from bench import naive, report, scenarios
 from bench.machine import Machine
 from bench.measure import Result, Target, measure
+from bench.otp import OtpTarget
 from bench.profile import Profiler, ProfilerMissing, require_py_spy
 from bench.scenarios import Scenario
 from bench.stack import REPO, Stack
@@ -115,6 +116,8 @@ def run_one(
         target: SmsbulkTarget | naive.NaiveTarget
         if scenario.kind == "naive":
             target = naive.NaiveTarget(stack, scenario)
+        elif scenario.kind == "otp":
+            target = OtpTarget(stack, scenario)
         else:
             target = SmsbulkTarget(stack, scenario)
         targets.append(target)
@@ -139,11 +142,18 @@ def run_one(
                 *worker_args(scenario, args),
                 settings_toml=scenario.settings_toml,
             )
-        sandbox_kind = {"naive": "gosms", "limited": "sendbulk", "route": "sendbulk"}.get(
-            scenario.kind, scenario.kind
-        )
+        sandbox_kind = {
+            "naive": "gosms",
+            "limited": "sendbulk",
+            "route": "sendbulk",
+            "otp": "sendbulk",
+        }.get(scenario.kind, scenario.kind)
         profiler = Profiler(work / "profile") if args.profile and scenario.kind != "naive" else None
         result = measure(stack, scenario, make_target, say, sandbox_kind, profiler)
+        for target in targets:
+            if isinstance(target, OtpTarget):
+                result.otp_ms = target.latencies_ms(stack.sandbox_url, sandbox_kind)
+                result.problem = result.problem or target.problem
         if not result.ok:
             say(f"[{scenario.name}] PROBLEM: {result.problem}\n{stack.log_tails()}")
         return result
@@ -223,13 +233,14 @@ def workers_line(args: argparse.Namespace) -> str:
 def summary(result: Result) -> str:
     if result.total_s == 0:
         return f"[{result.scenario.name}] FAILED: {result.problem}"
+    codes = f"; {report.otp_line(result.otp_ms)}" if result.otp_ms else ""
     return (
         f"[{result.scenario.name}] done: {result.total_s:.1f} s, {result.e2e_per_s:,.0f} rcpt/s "
         f"end to end ({result.send_per_s:,.0f}/s after submission, steady "
         f"{report.fmt_rate(result.steady_per_s)}/s); workers peak "
         f"{report.fmt_mb(result.worker_peak_kb)} MB; worker CPU "
-        f"{1e6 * result.cpu_s.get('workers', 0) / result.recipients:,.1f} ms per 1000; redis "
-        f"{result.redis_bytes_per_recipient('after'):,.0f} B/recipient"
+        f"{result.worker_cpu_ms_per_1000:,.1f} ms per 1000; redis "
+        f"{result.redis_bytes_per_recipient('after'):,.0f} B/recipient{codes}"
     )
 
 

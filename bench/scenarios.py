@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Kind = Literal["sendbulk", "gosms", "voipcomm", "limited", "naive", "route"]
+Kind = Literal["sendbulk", "gosms", "voipcomm", "limited", "naive", "route", "otp"]
 
 TEXT = "Your appointment at Clinica Aurora is tomorrow at 10:00. Reply STOP to opt out."
 DISTINCT_TEXTS = 1000
@@ -26,6 +26,14 @@ DURABLE_LATENCY_MS = 200.0  # compared with the plain sendbulk scenario at that 
 LIMITED_RECIPIENTS = 200_000  # 10 s at the limit: a steady reading after the burst
 LIMIT_PARTS_PER_S = 20_000
 NAIVE_RECIPIENTS = 20_000
+# otp-behind-campaign: one-time codes (one-recipient high-priority jobs over
+# the HTTP API) while a campaign on the same account keeps every worker busy
+# and the account's rate limit saturated.
+OTP_CAMPAIGN_RECIPIENTS = 600_000
+OTP_LATENCY_MS = 100.0
+OTP_LIMIT_PARTS_PER_S = 15_000  # under what the workers reach at that latency
+OTP_CODES = 20
+OTP_INTERVAL_S = 0.5
 QUICK_RECIPIENTS = 20_000
 QUICK_NAIVE_RECIPIENTS = 3_000
 
@@ -63,11 +71,13 @@ class Scenario:
             return f"voipcomm-{size}-{DISTINCT_TEXTS}texts"
         if self.kind == "limited":
             return f"limited-{size}-{_short(int(self.limit_parts_per_s))}pps"
+        if self.kind == "otp":
+            return "otp-behind-campaign"
         return f"{self.kind}-{size}-{self.latency_ms:g}ms"
 
     @property
     def account(self) -> str:
-        return f"bench-{self.kind}"
+        return "bench-limited" if self.kind == "otp" else f"bench-{self.kind}"
 
     @property
     def what(self) -> str:
@@ -84,6 +94,12 @@ class Scenario:
             return f"voipcomm, {DISTINCT_TEXTS} distinct texts spread over the job"
         if self.kind == "limited":
             return f"sendbulk through an account limited to {self.limit_parts_per_s:,.0f} parts/s"
+        if self.kind == "otp":
+            return (
+                f"{OTP_CODES} one-time codes (one-recipient priority high jobs, POST /v1/jobs, "
+                f"one every {OTP_INTERVAL_S:g} s) while a sendbulk campaign of 1000 a request "
+                f"saturates the same account, limited to {self.limit_parts_per_s:,.0f} parts/s"
+            )
         if self.kind == "naive":
             return "naive: one Celery task, one HTTP request, one HSET per recipient (gosms single)"
         if self.kind == "gosms":
@@ -132,7 +148,14 @@ def full_set(
     scenarios.append(Scenario("route", max(sizes)))
     scenarios.append(Scenario("voipcomm", voipcomm_recipients))
     scenarios.append(Scenario("limited", limited_recipients, limit_parts_per_s=limit_parts_per_s))
+    scenarios.append(otp_scenario())
     return scenarios
+
+
+def otp_scenario() -> Scenario:
+    return Scenario(
+        "otp", OTP_CAMPAIGN_RECIPIENTS, OTP_LATENCY_MS, limit_parts_per_s=OTP_LIMIT_PARTS_PER_S
+    )
 
 
 def quick_set() -> list[Scenario]:
@@ -162,6 +185,11 @@ def routed_number(n: int) -> str:
     if n % 10 == 7:
         return f"+49151{n // 10:08d}"
     return number(n)
+
+
+def otp_number(n: int) -> str:
+    """The ``n``-th one-time code's recipient: outside ``number``'s ranges."""
+    return f"+40790{n:06d}"
 
 
 def distinct_text(n: int) -> str:
