@@ -253,3 +253,49 @@ def test_429s_halve_the_rate_the_sandbox_sees_and_it_climbs_back(
     assert all(o.status == "accepted" for o in outcomes)
     assert max(o.attempts for o in outcomes) <= 5
     assert any(o.attempts > 1 for o in outcomes)  # the 429s did hit recipients
+
+
+@pytest.mark.timeout(180)
+def test_a_one_time_code_takes_a_saturated_accounts_capacity_before_its_campaign(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # 2000 campaign parts at 100/s in requests of 10 (200 chunks), so about
+    # 190 chunks wait for capacity at any time. A high-priority code was one
+    # of them: deferred among them, it came back seconds later. On the
+    # reserve (a tenth of the burst) it goes once a worker process is free.
+    shared: dict[str, float] = {
+        "messages_per_second": 100,
+        "burst_s": 1,
+        "requests_per_second": 50,
+        "batch_size": 10,
+    }
+    campaign, codes = ro_numbers(2000), ro_numbers(3, start=500_000)
+    with rate_stack(redis_url, tmp_path / "stack", {"shared": shared}) as stack:
+        producer = stack.producer()
+        campaign_id = producer.submit(job("shared", campaign))
+        wait_until(
+            lambda: producer.status(campaign_id).counts.get("accepted", 0) >= 300,
+            30,
+            "the campaign to saturate its account",
+        )
+        posted: dict[str, float] = {}
+        code_ids = []
+        for number in codes:
+            posted[number] = time.time()
+            code_ids.append(producer.submit({**job("shared", [number]), "priority": "high"}))
+            time.sleep(1)
+        for code_id in code_ids:
+            assert stack.wait_for(code_id, timeout_s=30).counts["accepted"] == 1
+        campaign_left = producer.status(campaign_id).counts["pending"]
+        assert stack.wait_for(campaign_id, timeout_s=60).counts["accepted"] == len(campaign)
+        producer.close()
+        arrived = {n: sent_times(stack, [n])[0] for n in codes}
+        times = sent_times(stack, campaign + codes)
+
+    took = {n: round(arrived[n] - posted[n], 2) for n in codes}
+    print(f"\ncodes, submission to the provider (s): {took}; campaign left then: {campaign_left}")
+    assert campaign_left > 500  # the codes went while the campaign still had far to go
+    assert max(took.values()) < 2.0
+    # The reserve orders who gets the capacity; it adds none.
+    assert max_sliding_window(times) <= 200  # rate + burst
+    assert (len(times) - 100) / (times[-1] - times[0]) <= 100 * 1.03

@@ -18,6 +18,17 @@ halving, as every worker sees the same burst of them, halve once; the floor
 is ``MIN_FACTOR``); the rate climbs back by 10 % of itself for each 10 s
 without throttling, computed lazily by each script (rate_factor.lua).
 
+High priority is served first within the account's capacity, not only in
+the queue: ``HIGH_RESERVE_SHARE`` of the burst is kept for it. A normal
+request sees a burst that much smaller and books at most half of that
+reserve ahead, so a saturated account's schedule always leaves a one-time
+code room to go at once; a high request may use the whole burst. The
+long-run rate and the burst are the configured ones for both: the reserve
+only orders who gets the capacity, it adds none. It holds while a normal
+request costs less than the burst left to it (``batch_size`` under 90 % of
+``messages_per_second × burst_s``); a request of a whole burst leaves no
+room however it is booked, so it is booked as far ahead as asked.
+
 Waits are whole microseconds, never longer than `MAX_WAIT_S` (the limiter
 hash's lifetime), however large the figures: a ``Retry-After`` of ``1e12``
 or ``inf`` blocks the account at most that long (the adapters already cap
@@ -39,6 +50,7 @@ MAX_WAIT_S = 3600  # the limiter hash's lifetime: no wait or block outlasts it
 MIN_FACTOR = 1 / 64
 RECOVERY_STEP_S = 10.0
 RECOVERY_GROWTH = 1.1
+HIGH_RESERVE_SHARE = 0.1  # of burst_s: capacity only high-priority requests may take
 
 
 def limiter_key(account_name: str) -> str:
@@ -73,6 +85,7 @@ class RateLimiter:
         cost_parts: int,
         book_ahead_s: float = 0.0,
         unless_stopped: bool = False,
+        leave_reserve: bool = False,
     ) -> Decision:
         """Take capacity for one request of ``cost_parts`` parts, or say how
         long until it would fit. Never blocks; taking nothing costs nothing.
@@ -80,8 +93,10 @@ class RateLimiter:
         sent once ``wait_s`` has passed; a refusal's ``wait_s`` is then until
         it could be booked. ``unless_stopped``: take nothing while the
         account is stopped (keys.account_block), and say why, in the same
-        round trip."""
+        round trip. ``leave_reserve``: a request not of high priority, which
+        leaves high priority's reserve (``HIGH_RESERVE_SHARE``) untouched."""
         stop_key = [keys.account_block(account)] if unless_stopped else []
+        reserve_s = limits.burst_s * HIGH_RESERVE_SHARE if leave_reserve else 0.0
         allowed, wait_us, factor, stopped = await self._acquire(
             keys=[limiter_key(account), *stop_key],
             args=[
@@ -94,6 +109,7 @@ class RateLimiter:
                 RECOVERY_GROWTH,
                 MAX_WAIT_S,
                 book_ahead_s,
+                reserve_s,
             ],
             client=self.redis,
         )

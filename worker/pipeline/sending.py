@@ -162,6 +162,27 @@ async def note_deferred(
     return max(int(listed) - 1, 0)
 
 
+async def come_back_in_s(
+    client: aioredis.Redis,
+    account: Account,
+    job: JobRecord,
+    chunk_no: int,
+    wait_s: float,
+    parts: int,
+    cap_s: float,
+) -> float:
+    """When a chunk refused capacity for a request of ``parts`` parts comes
+    back (``deferral_s``), spread among its account's deferred chunks. A
+    high-priority chunk is not one of them: it comes back after its own wait
+    (a one-time code spread over a campaign's backlog waited seconds), and
+    its reserve (rate_limit.py) makes room for it then."""
+    slot_s = request_slot_s(account, parts)
+    if job.settings.priority == "high":
+        return deferral_s(wait_s, slot_s, 0, cap_s)
+    waiting = await note_deferred(client, account.name, job.job_id, chunk_no, cap_s)
+    return deferral_s(wait_s, slot_s, waiting, cap_s)
+
+
 async def until_booked_slot(account: Account, decision: Decision) -> None:
     """Sleep until the slot an allowed request was booked for (none: at once)."""
     if decision.wait_s:
@@ -194,23 +215,20 @@ async def defer_unless_capacity(
     # others are deferred (booking BOOK_AHEAD_S here let an account of 10
     # requests/s keep every process of 4 asleep, and other jobs waited).
     horizon_s = min(BOOK_AHEAD_S, request_slot_s(account, cost))
-    decision = await limiter.try_acquire(account.name, limits_of(account), cost, horizon_s)
+    high = job.settings.priority == "high"
+    decision = await limiter.try_acquire(
+        account.name, limits_of(account), cost, horizon_s, leave_reserve=not high
+    )
     if decision.allowed:
         if parts:
             await store.redis.zrem(deferred_key(account.name), f"{job.job_id}:{chunk_no}")
         await until_booked_slot(account, decision)
         return None
     metrics.record_rate_wait(account, decision.wait_s, deferred=True)
-    cap_s = timing.max_countdown_s
-    waiting = await note_deferred(store.redis, account.name, job.job_id, chunk_no, cap_s)
-    wait_s = deferral_s(decision.wait_s, request_slot_s(account, cost), waiting, cap_s)
-    get_logger().debug(
-        "chunk_deferred",
-        job_id=job.job_id,
-        chunk=chunk_no,
-        wait_s=round(wait_s, 3),
-        waiting=waiting,
+    wait_s = await come_back_in_s(
+        store.redis, account, job, chunk_no, decision.wait_s, cost, timing.max_countdown_s
     )
+    get_logger().debug("chunk_deferred", job_id=job.job_id, chunk=chunk_no, wait_s=round(wait_s, 3))
     return PassResult(next_pass_in_s=wait_s, deferred_parts=cost)
 
 
@@ -289,6 +307,7 @@ class ChunkSender:
         self.chunk_no = chunk_no
         self.timing = timing
         self.at_most_once = job.settings.at_most_once
+        self.high = job.settings.priority == "high"  # may take the limiter's reserve
         minutes, template_id = job.settings.dedupe_minutes, job.settings.template_id
         self.dedupe = Dedupe(store.redis, job.job_id, minutes, template_id) if minutes else None
         cap = job.settings.max_cost
@@ -527,12 +546,17 @@ class ChunkSender:
         deferred_parts = 0
         if self._deferred is not None:
             wait_s, deferred_parts = self._deferred
-            cap_s = self.timing.max_countdown_s
-            waiting = await note_deferred(
-                self.store.redis, self.account.name, self.job.job_id, self.chunk_no, cap_s
+            later.append(
+                await come_back_in_s(
+                    self.store.redis,
+                    self.account,
+                    self.job,
+                    self.chunk_no,
+                    wait_s,
+                    deferred_parts,
+                    self.timing.max_countdown_s,
+                )
             )
-            slot_s = request_slot_s(self.account, deferred_parts)
-            later.append(deferral_s(wait_s, slot_s, waiting, cap_s))
         return PassResult(
             next_pass_in_s=max(later) if later else None,
             stopped=self._stopped,
@@ -629,7 +653,12 @@ class ChunkSender:
                 return None
         while True:
             decision = await self.limiter.try_acquire(
-                account.name, limits_of(account), cost_parts, BOOK_AHEAD_S, unless_stopped=True
+                account.name,
+                limits_of(account),
+                cost_parts,
+                BOOK_AHEAD_S,
+                unless_stopped=True,
+                leave_reserve=not self.high,
             )
             if decision.stopped:
                 return Stopped.ACCOUNT

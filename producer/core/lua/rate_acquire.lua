@@ -6,6 +6,11 @@
 -- ARGV[9] seconds is booked: its capacity is taken now, and the caller waits
 -- the returned time before sending (so a saturated account's schedule has no
 -- gap between one request's slot and the next caller's round trip).
+-- ARGV[10] seconds of the burst are kept for high priority: a request that
+-- passes it (a normal one) sees a burst that much smaller and is booked at
+-- most half of it ahead, so a saturated account's schedule leaves room for a
+-- one-time code to go at once. A request costlier than that smaller burst
+-- leaves no room however it is booked, and books as far ahead as asked.
 --
 -- KEYS[1]: the account's limiter hash: tat_m, tat_r (GCRA schedules, server
 --          seconds), factor (effective share of the configured rates, as of
@@ -23,6 +28,7 @@
 -- ARGV[7]: the recovery growth per step
 -- ARGV[8]: the max wait (s; the hash's TTL)
 -- ARGV[9]: how far ahead a request may be booked (s; 0 or absent: never)
+-- ARGV[10]: the part of burst_s this request may not use (s; 0 or absent: none)
 -- Returns {allowed 0|1, wait in whole microseconds (digits): before sending
 -- if allowed, else until it could be booked, effective factor (string),
 -- the account's stop reason or ''}.
@@ -34,6 +40,8 @@ local mps, rps = tonumber(ARGV[1]), tonumber(ARGV[2])
 local burst, cost = tonumber(ARGV[3]), tonumber(ARGV[4])
 local min_factor, step, growth = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local max_wait, book_ahead = tonumber(ARGV[8]), tonumber(ARGV[9]) or 0
+local reserve = math.min(tonumber(ARGV[10]) or 0, burst)
+burst = burst - reserve
 -- %.0f, not tostring: tostring writes 10^15 as 1e+15.
 local function micros(wait)
   return string.format('%.0f', math.ceil(math.min(wait, max_wait) * 1e6))
@@ -53,6 +61,9 @@ if now < block_until then
   return {0, micros(block_until - now), tostring(factor), ''}
 end
 local cost_m, cost_r = cost / (mps * factor), 1 / (rps * factor)
+if reserve > 0 and cost_m <= burst and cost_r <= burst then
+  book_ahead = math.min(book_ahead, reserve / 2)
+end
 -- How far each schedule would run ahead of now. Offsets, not absolute times:
 -- a double holds today's epoch to 0.2 µs, so now + 0.025 - now is not 0.025,
 -- and a request costing exactly a burst of 0.025 s would be refused forever.

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 
 from producer.core import keys
 from worker.pipeline.rate_limit import (
+    HIGH_RESERVE_SHARE,
     MAX_WAIT_S,
     MIN_FACTOR,
     RECOVERY_GROWTH,
@@ -174,6 +175,35 @@ def test_a_request_that_fits_soon_enough_is_booked_and_the_next_waits_behind_it(
         assert 2 * PART_INTERVAL_S - SLACK_S < second.wait_s <= 2 * PART_INTERVAL_S
 
     run(redis_url, scenario)
+
+
+def test_a_saturated_account_keeps_its_reserve_for_a_high_priority_request(
+    redis_url: str,
+) -> None:
+    # 10 parts/s, 1 s of burst: the reserve is a tenth of it, one part.
+    limits = Limits(messages_per_second=10, requests_per_second=1000, burst_s=1)
+    reserve_parts = round(limits.messages_per_second * limits.burst_s * HIGH_RESERVE_SHARE)
+    assert reserve_parts == 1
+
+    async def scenario(limiters: list[RateLimiter], client: aioredis.Redis) -> None:
+        normal, high = limiters
+        taken = 0
+        while (await normal.try_acquire(ACCOUNT, limits, 1, leave_reserve=True)).allowed:
+            taken += 1
+        assert taken == 10 - reserve_parts
+        # However far ahead a normal request asks to book, it books at most
+        # half the reserve ahead: refused, told to come back once the slot
+        # is within that.
+        refusal = await normal.try_acquire(ACCOUNT, limits, 1, 0.5, leave_reserve=True)
+        assert not refusal.allowed
+        assert 0.1 - 0.05 - SLACK_S < refusal.wait_s <= 0.1 - 0.05
+        # A high-priority request goes at once, on the reserve.
+        code = await high.try_acquire(ACCOUNT, limits, 1, 0.5)
+        assert code.allowed and code.wait_s == 0
+        # It took the reserve: the next high request waits its turn too.
+        assert not (await high.try_acquire(ACCOUNT, limits, 1)).allowed
+
+    run(redis_url, scenario, clients=2)
 
 
 @pytest.mark.parametrize(

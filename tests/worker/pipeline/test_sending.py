@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -57,7 +58,7 @@ from worker.providers.base import (
     SendResult,
     Verdict,
 )
-from worker.runtime import Runtime
+from worker.runtime import Lane, Runtime
 from worker.store import ResultsStore, new_token
 from worker.tasks import _send_chunk
 
@@ -126,11 +127,14 @@ class FailingCommits(ResultsStore):
         return await super().commit(job_id, chunk_no, outcomes, *rest)
 
 
-def personal_job(producer: Producer, count: int, policy: str = "at_most_once") -> str:
+def personal_job(
+    producer: Producer, count: int, policy: str = "at_most_once", priority: str = "normal"
+) -> str:
     job_id = producer.submit(
         {
             "provider": "bulk",
             "delivery_policy": policy,
+            "priority": priority,
             "messages": [{"to": f"07{20000000 + i}", "text": f"code {i}"} for i in range(count)],
         }
     )
@@ -306,11 +310,13 @@ def test_a_request_begins_only_under_its_passes_lease_while_pending(
 
 class FakeLimiter:
     """An account with capacity (``wait_s`` None) or without it for
-    ``wait_s``; records the cost of every call."""
+    ``wait_s``; records the cost of every call, and whether it left high
+    priority's reserve alone."""
 
     def __init__(self, wait_s: float | None) -> None:
         self.wait_s = wait_s
         self.costs: list[int] = []
+        self.left_reserve: list[bool] = []
 
     async def try_acquire(
         self,
@@ -319,8 +325,10 @@ class FakeLimiter:
         cost_parts: int,
         book_ahead_s: float = 0.0,
         unless_stopped: bool = False,
+        leave_reserve: bool = False,
     ) -> Decision:
         self.costs.append(cost_parts)
+        self.left_reserve.append(leave_reserve)
         if self.wait_s is None:
             return Decision(True, 0.0, 1.0)
         return Decision(False, self.wait_s, 1.0)
@@ -375,6 +383,33 @@ def test_a_pass_without_capacity_defers_its_chunk_after_a_few_limiter_calls(
     assert request_states(producer.redis, job_id) == Counter()  # planned requests forgotten
 
 
+@pytest.mark.parametrize("priority", ["normal", "high"])
+def test_a_high_priority_pass_takes_the_reserve_and_comes_back_after_its_own_wait(
+    producer: Producer, redis_url: str, priority: str
+) -> None:
+    # Sixty chunks of the account wait for capacity already: a normal chunk
+    # comes back spread among them, a high one after its own wait.
+    for chunk in range(60):
+        producer.redis.zadd(deferred_key(ACCOUNT.name), {f"campaign:{chunk}": time.time() + 60})
+    job_id = personal_job(producer, 40, priority=priority)
+    limiter = FakeLimiter(wait_s=1.0)
+
+    result = on_valkey(
+        redis_url,
+        lambda c: one_pass(
+            ResultsStore(c), FakeAdapter(ACCOUNT), job_id, cast(RateLimiter, limiter)
+        ),
+    )
+    high = priority == "high"
+    assert limiter.left_reserve and set(limiter.left_reserve) == {not high}
+    assert result.next_pass_in_s is not None
+    if high:
+        assert 1.0 <= result.next_pass_in_s <= 1.1
+        assert producer.redis.zcard(deferred_key(ACCOUNT.name)) == 60  # not one of them
+    else:
+        assert producer.redis.zcard(deferred_key(ACCOUNT.name)) == 61
+
+
 def test_a_deferred_chunk_reads_nothing_until_its_account_has_capacity(
     producer: Producer, redis_url: str
 ) -> None:
@@ -399,7 +434,7 @@ def test_a_deferred_chunk_reads_nothing_until_its_account_has_capacity(
             guards=AccountGuards(),
             session=None,
         )
-        return await _send_chunk(cast(Runtime, runtime), job, 0, parts)
+        return await _send_chunk(cast(Runtime, runtime), cast(Lane, runtime), job, 0, parts)
 
     again = on_valkey(redis_url, lambda c: deferred_task(c, 1))
     assert limiter.costs == [1] and adapter.posts == []
