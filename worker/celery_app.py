@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from celery import Celery, signals
+from celery import Celery, concurrency, signals
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from producer.accounts import read_config_file
@@ -63,6 +63,9 @@ _backend_transport.update(_urls.pop("result_backend_transport_options", {}))
 
 # A broker connection Celery closed must not kill the worker (worker/ops/acks.py).
 closed_connection_fails_as_connection_error()
+# `--pool=threads` (the default worker's) runs high-priority tasks first
+# among those waiting for a thread (worker/ops/priority_pool.py).
+concurrency.ALIASES["threads"] = "worker.ops.priority_pool:TaskPool"
 app = Celery("smsbulk", broker=_urls.pop("broker_url"), include=["worker.tasks"])
 app.conf.update(
     **_urls,
