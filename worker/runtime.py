@@ -1,4 +1,6 @@
-"""Per-process runtime: one event loop, one aiohttp session, one Redis client.
+"""Per-process runtime: an event loop with its aiohttp session and Redis
+client (a ``Lane``), and in a threads-pool process a second lane for
+high-priority chunks.
 
 Celery 5 has no async tasks, and ``asyncio.run`` per task breaks a shared
 ``ClientSession`` ("Event loop is closed"). So each worker process keeps one
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import sys
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -58,6 +61,11 @@ CONNECTIONS_PER_HOST = 32
 # The adapters also refuse a connection whose close is waiting unread
 # (providers/base.py), for servers quicker still.
 IDLE_CONNECTION_S = 1.5
+# A threads-pool process: a thread waking from I/O (a high lane's loop, a
+# plan task's Redis call) waits at most this for the GIL held by the main
+# loop's CPU work (Python's default 5 ms; 1 ms halved a one-time code's
+# remaining wait, and no throughput figure moved: docs/ARCHITECTURE.md).
+GIL_SWITCH_S = 0.001
 
 
 def new_session(timeout_s: float) -> aiohttp.ClientSession:
@@ -79,34 +87,33 @@ async def _new_session(timeout_s: float) -> aiohttp.ClientSession:
     return new_session(timeout_s)
 
 
-class Runtime:
-    def __init__(self, config: Config, redis_url: str, shared: bool = False) -> None:
-        self.pid = os.getpid()
-        self.shared = shared  # the loop runs in its own thread, for many task threads
-        self.config = config
-        self.timing = Timing.from_recovery(config.settings.recovery_s)
+class Lane:
+    """One event loop and what lives on it: the Redis client and the stores
+    on it, and the aiohttp session. ``threaded``: the loop runs in a thread
+    of its own and tasks hand it their coroutines; else it runs inside each
+    ``run`` (a prefork child's one task at a time)."""
+
+    def __init__(self, name: str, redis_url: str, timing: Timing, threaded: bool) -> None:
+        self.timing = timing
         self.loop = asyncio.new_event_loop()
-        self._loop_thread: threading.Thread | None = None
-        if shared:
-            self._loop_thread = threading.Thread(
-                target=self.loop.run_forever, name="smsbulk-loop", daemon=True
-            )
-            self._loop_thread.start()
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+            self._thread.start()
         # Ride out a Redis restart or failover, like producer.client.connect:
         # a commit waits for the server to come back.
         self.redis = async_client(redis_url, **riding_out_async(REDIS_RETRIES))
         self.store = ResultsStore(self.redis)
         self.limiter = RateLimiter(self.redis)
         self.guards = AccountGuards(Circuits(self.redis), DailyCaps(self.redis))
-        self._adapters: dict[str, Adapter] = {}
-        self.session = self.run(_new_session(self.timing.request_timeout_s))
+        self.session = self.run(_new_session(timing.request_timeout_s))
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Run ``coroutine`` on the process's loop and return its result.
-        Shared: wait for it at most the task time limit; if the waiting
+        """Run ``coroutine`` on the lane's loop and return its result.
+        Threaded: wait for it at most the task time limit; if the waiting
         thread is interrupted, the coroutine is cancelled, and given a moment
         to end, before the interruption goes on."""
-        if self._loop_thread is None:
+        if self._thread is None:
             return self.loop.run_until_complete(coroutine)
         future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
         try:
@@ -118,6 +125,61 @@ class Runtime:
                 future.cancel()
                 concurrent.futures.wait([future], timeout=CANCEL_WAIT_S)
             raise
+
+    def close(self) -> None:
+        async def _close() -> None:
+            await self.session.close()
+            await self.redis.aclose()
+
+        try:
+            self.run(_close())
+        finally:
+            if self._thread is not None:
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self._thread.join(timeout=CLOSE_WAIT_S)
+            if not self.loop.is_running():
+                self.loop.close()
+
+
+class Runtime:
+    """The process's lanes, its configuration and its adapters.
+
+    Shared (a threads pool): high-priority chunks run on a loop of their own
+    (``lane(high=True)``). One loop carries 32 chunks of a campaign, and
+    every await of a chunk waits behind the CPU work the others queued on
+    it: a one-time code's pass took 200-350 ms from its first step to its
+    request there, with a saturated campaign on the loop. On its own loop
+    it waits only for the GIL."""
+
+    def __init__(self, config: Config, redis_url: str, shared: bool = False) -> None:
+        self.pid = os.getpid()
+        self.shared = shared  # the loops run in their own threads, for many task threads
+        self.config = config
+        self.timing = Timing.from_recovery(config.settings.recovery_s)
+        if shared:
+            sys.setswitchinterval(GIL_SWITCH_S)
+        self.main = Lane("smsbulk-loop", redis_url, self.timing, threaded=shared)
+        self.high = (
+            Lane("smsbulk-high-loop", redis_url, self.timing, threaded=True)
+            if shared
+            else self.main
+        )
+        self.store = self.main.store
+        self.limiter = self.main.limiter
+        self.guards = self.main.guards
+        self.session = self.main.session
+        self._adapters: dict[str, Adapter] = {}
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self.main.loop
+
+    def lane(self, high: bool) -> Lane:
+        return self.high if high else self.main
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the main lane's loop (``Lane.run``)."""
+        return self.main.run(coroutine)
 
     def route(self, provider: str) -> Route | None:
         return self.config.routes.get(provider)
@@ -148,18 +210,11 @@ class Runtime:
         return adapter
 
     def close(self) -> None:
-        async def _close() -> None:
-            await self.session.close()
-            await self.redis.aclose()
-
         try:
-            self.run(_close())
+            if self.high is not self.main:
+                self.high.close()
         finally:
-            if self._loop_thread is not None:
-                self.loop.call_soon_threadsafe(self.loop.stop)
-                self._loop_thread.join(timeout=CLOSE_WAIT_S)
-            if not self.loop.is_running():
-                self.loop.close()
+            self.main.close()
 
 
 _runtime: Runtime | None = None

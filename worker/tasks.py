@@ -35,6 +35,7 @@ from producer.validation import open_job
 from worker.celery_app import TIMING, app
 from worker.ops import callbacks
 from worker.ops.logs import get_logger
+from worker.ops.priority_pool import is_high
 from worker.pipeline.cancelling import Sweep, sweep_cancelled
 from worker.pipeline.chunking import chunk_count
 from worker.pipeline.sending import (
@@ -45,7 +46,7 @@ from worker.pipeline.sending import (
     fail_chunk,
 )
 from worker.providers.registry import kind_infos
-from worker.runtime import Runtime, get_runtime
+from worker.runtime import Lane, Runtime, get_runtime
 from worker.store import JobRecord, ResultsStore, new_token
 
 log = get_logger()
@@ -139,8 +140,9 @@ def plan_job(self: Task, job_id: str, first_chunk: int = 0) -> None:
             client.zadd(keys.ACTIVE, {job_id: now_s()}, xx=True)
             enqueue_plan(app, job_id, settings.priority)  # the rest of the reset
             return
-        runtime = get_runtime()
-        if runtime.run(_finish_if_final(runtime.store, job_id)):
+        # A high job's on the high lane: the main loop may be busy with a campaign.
+        lane = get_runtime().lane(is_high(self.request.delivery_info))
+        if lane.run(_finish_if_final(lane.store, job_id)):
             log.info("job_ended_with_nothing_to_send", job_id=job_id)
             return
     if state not in ("queued", "scheduled") and not (first_chunk and state == "running"):
@@ -195,17 +197,19 @@ def send_chunk(self: Task, job_id: str, chunk_no: int, parts: int = 0) -> None:
     call each and go back to wait, with jitter, instead of holding a worker
     process."""
     runtime = get_runtime()
-    job = runtime.run(runtime.store.job(job_id))
+    # From the high queue: on the high lane's loop, from the first await on.
+    lane = runtime.lane(is_high(self.request.delivery_info))
+    job = lane.run(lane.store.job(job_id))
     if job is None or job.state not in SENDING_STATES:
         return  # gone, paused or cancelled: resume/retry enqueue again
     queue = queue_for(job.settings.priority)
     if runtime.account_for(job.settings.provider) is None:
         _retry_unknown_account(self, job_id, job.settings.provider)
         reason = f"account {job.settings.provider} is not configured on the workers"
-        runtime.run(fail_chunk(runtime.store, job, chunk_no, reason))
+        lane.run(fail_chunk(lane.store, job, chunk_no, reason))
         return
     try:
-        result = runtime.run(_send_chunk(runtime, job, chunk_no, parts))
+        result = lane.run(_send_chunk(runtime, lane, job, chunk_no, parts))
     except Exception as error:
         # A bug or a long Redis outage: never drop the chunk silently.
         log.exception("chunk_failed", job_id=job_id, chunk=chunk_no)
@@ -216,23 +220,24 @@ def send_chunk(self: Task, job_id: str, chunk_no: int, parts: int = 0) -> None:
                 argsrepr=_ids_repr(self),
             ) from error
         reason = f"internal error, gave up: {type(error).__name__}"
-        runtime.run(fail_chunk(runtime.store, job, chunk_no, reason))
+        lane.run(fail_chunk(lane.store, job, chunk_no, reason))
         return
     wait_s = result.next_pass_in_s
     if wait_s is not None and wait_s > TIMING.max_countdown_s:
         # Too far off for a countdown (a send window opening tonight): parked.
-        runtime.run(runtime.store.park_chunk(job_id, chunk_no, now_s() + wait_s))
+        lane.run(lane.store.park_chunk(job_id, chunk_no, now_s() + wait_s))
         log.info("chunk_parked", job_id=job_id, chunk=chunk_no, due_in_s=round(wait_s))
     elif wait_s is not None:
         enqueue_chunk(app, job_id, chunk_no, queue, wait_s, result.deferred_parts)
 
 
 async def _send_chunk(
-    runtime: Runtime, job: JobRecord, chunk_no: int, parts: int = 0
+    runtime: Runtime, lane: Lane, job: JobRecord, chunk_no: int, parts: int = 0
 ) -> PassResult:
     """One pass over the chunk of a job read (and found running) by the task,
-    once capacity for its first request is taken (``defer_unless_capacity``)."""
-    store = runtime.store
+    once capacity for its first request is taken (``defer_unless_capacity``),
+    on ``lane``'s loop."""
+    store = lane.store
     job_id = job.job_id
     token = new_token()
     if not await store.acquire_lease(job_id, chunk_no, token, TIMING.lease_ttl_s):
@@ -247,13 +252,13 @@ async def _send_chunk(
         assert account is not None  # send_chunk checked
         route = runtime.route(job.settings.provider)
         deferred = await defer_unless_capacity(
-            store, runtime.limiter, account, job, chunk_no, parts, TIMING
+            store, lane.limiter, account, job, chunk_no, parts, TIMING
         )
         if deferred is not None:
             return deferred
         sender = ChunkSender(
             store,
-            runtime.limiter,
+            lane.limiter,
             runtime.adapter(account),
             job,
             chunk_no,
@@ -262,11 +267,11 @@ async def _send_chunk(
             prepaid_parts=max(parts, 1),
             route=route,
             adapters=runtime.adapters_for(route) if route else None,
-            guards=runtime.guards,
+            guards=lane.guards,
             default_timezone=runtime.config.settings.default_timezone,
             durable_ms=DURABLE_TIMEOUT_MS if runtime.config.settings.durable_sends else 0,
         )
-        result = await sender.run(runtime.session)
+        result = await sender.run(lane.session)
         if result.chunk_done:
             await store.mark_chunk_done(job, chunk_no)
     finally:

@@ -66,10 +66,43 @@ def test_an_interrupted_wait_cancels_its_coroutine_before_it_goes_on(runtime: Ru
             ended.append("cancelled")
             raise
 
-    runtime.timing = replace(runtime.timing, task_time_limit_s=0)
+    runtime.main.timing = replace(runtime.main.timing, task_time_limit_s=0)
     started = time.monotonic()
     with pytest.raises(TimeoutError):
         runtime.run(long_pass())  # waits at most the task time limit (+1 s)
     assert ended == ["cancelled"]
     assert time.monotonic() - started < 5
     assert runtime.run(asyncio.sleep(0, "still serving")) == "still serving"
+
+
+def test_high_priority_work_runs_on_a_loop_of_its_own(runtime: Runtime) -> None:
+    """A one-time code's pass does not wait behind the campaign's CPU work
+    on the main loop: here a main loop held for 2 s by one callback."""
+    high = runtime.lane(high=True)
+    assert high is not runtime.main and high.loop is not runtime.loop
+    assert runtime.lane(high=False) is runtime.main
+
+    async def hog() -> None:
+        time.sleep(2)  # CPU work that never yields, as a big chunk's parse
+
+    async def code() -> tuple[asyncio.AbstractEventLoop, int]:
+        await high.redis.ping()  # the lane's own client, bound to its loop
+        return asyncio.get_running_loop(), threading.get_ident()
+
+    hogging = threading.Thread(target=runtime.run, args=(hog(),))
+    hogging.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    loop, _ = high.run(code())
+    took = time.monotonic() - started
+    hogging.join(5)
+    assert loop is high.loop
+    assert took < 1.0, took
+
+
+def test_a_prefork_child_has_one_lane(redis_url: str, config_file: Path) -> None:
+    inline = Runtime(load_config(str(config_file)), redis_url)
+    try:
+        assert inline.lane(high=True) is inline.main
+    finally:
+        inline.close()
