@@ -19,27 +19,12 @@ import uuid
 from bench.scenarios import OTP_CODES, OTP_INTERVAL_S, Scenario, otp_number
 from bench.stack import Stack
 from bench.targets import SmsbulkTarget
-from worker.dev.launcher import Process, free_port, port_open, smsbulk_argv, wait_until
+from worker.dev.launcher import start_api, wait_until
 
 # The codes start once this share of the campaign is final: its chunks fill
 # every worker and its account's rate limit binds.
 START_AT_SHARE = 0.05
 START_TIMEOUT_S = 120.0
-
-
-def start_api(stack: Stack, token: str) -> tuple[Process, int]:
-    """``smsbulk api`` on a port of its own, on the stack's Valkey and config."""
-    port = free_port()
-    process = Process(
-        "api",
-        smsbulk_argv("api", "--host", "127.0.0.1", "--port", str(port)),
-        {**stack.env, "SMSBULK_API_TOKEN": token},
-        stack.work / "api.log",
-    )
-    wait_until(lambda: port_open(port) or not process.alive(), 30, "the API to listen")
-    if not process.alive():
-        raise RuntimeError(f"smsbulk api did not start:\n{process.output()[-2000:]}")
-    return process, port
 
 
 class OtpTarget(SmsbulkTarget):
@@ -49,7 +34,7 @@ class OtpTarget(SmsbulkTarget):
         super().__init__(stack, scenario)
         self.scenario = scenario
         self.token = secrets.token_urlsafe(32)
-        self.api, self.port = start_api(stack, self.token)
+        self.api, self.port = start_api(stack.env, stack.work, self.token)
         self.posted: dict[str, float] = {}  # digits -> time.time() just before its POST
         self.problem: str | None = None
         self._thread = threading.Thread(target=self._post_codes, name="otp-codes", daemon=True)

@@ -16,7 +16,7 @@ import redis
 from producer.optouts import REASON
 from tests.integration.stack import Stack, make_stack, ro_numbers
 from tests.producer.api.test_app import TOKEN, Answer, call
-from worker.dev.launcher import Process, free_port, port_open, smsbulk_argv, wait_until
+from worker.dev.launcher import start_api, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -39,16 +39,8 @@ def stack(valkey: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 @pytest.fixture(scope="module")
 def api_port(stack: Stack) -> Iterator[int]:
-    port = free_port()
-    process = Process(
-        "api",
-        smsbulk_argv("api", "--host", "127.0.0.1", "--port", str(port)),
-        {**stack.env, "SMSBULK_API_TOKEN": TOKEN},
-        stack.log_dir / "api.log",
-    )
+    process, port = start_api(stack.env, stack.log_dir, TOKEN)
     try:
-        wait_until(lambda: port_open(port) or not process.alive(), 30, "the API to listen")
-        assert process.alive(), process.output()[-3000:]
         yield port
     finally:
         process.stop()

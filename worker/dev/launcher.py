@@ -119,6 +119,26 @@ def start_sandbox(env: dict[str, str], log_dir: Path, *args: str) -> tuple[Proce
     return process, port
 
 
+def start_api(env: dict[str, str], log_dir: Path, token: str) -> tuple[Process, int]:
+    """``smsbulk api`` on a port of its own, with ``token``; stopped again if
+    it does not listen."""
+    port = free_port()
+    process = Process(
+        "api",
+        smsbulk_argv("api", "--host", "127.0.0.1", "--port", str(port)),
+        {**env, "SMSBULK_API_TOKEN": token},
+        log_dir / "api.log",
+    )
+    try:
+        wait_until(lambda: port_open(port) or not process.alive(), 30, "the API to listen")
+        if not process.alive():
+            raise RuntimeError(f"smsbulk api did not start:\n{process.output()[-3000:]}")
+    except BaseException:
+        process.stop()
+        raise
+    return process, port
+
+
 def start_worker(
     env: dict[str, str], log_dir: Path, name: str, concurrency: int = 2, *args: str
 ) -> Process:
